@@ -417,10 +417,7 @@ impl WritableFile for SimHandle {
             Vec::new()
         };
         file.data.resize(len as usize, 0);
-        file.unsynced.push(Undo::SetLen {
-            old_len,
-            old_tail,
-        });
+        file.unsynced.push(Undo::SetLen { old_len, old_tail });
         Ok(())
     }
 
@@ -496,7 +493,11 @@ impl FileSystem for SimFs {
         let st = self.state.lock();
         st.check(st.epoch)?;
         let ino = st.ino(path)?;
-        Ok(st.files.get(&ino).map(|f| f.data.clone()).unwrap_or_default())
+        Ok(st
+            .files
+            .get(&ino)
+            .map(|f| f.data.clone())
+            .unwrap_or_default())
     }
 
     fn open_write(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {

@@ -214,7 +214,8 @@ impl<'a> Cursor<'a> {
         Some(out)
     }
     fn u32(&mut self) -> Option<u32> {
-        self.take(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        self.take(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
     fn u64(&mut self) -> Option<u64> {
         let b = self.take(8)?;
@@ -249,11 +250,7 @@ fn parse_entry<'a>(c: &mut Cursor<'a>) -> Option<Entry<'a>> {
 /// Reads and fully verifies the checkpoint in `data` (the bytes of `path`), handing every entry
 /// to `apply`. Nothing is handed over unless the header is valid; a damaged block stops the read
 /// with [`Error::Corruption`].
-pub(crate) fn read(
-    path: &Path,
-    data: &[u8],
-    mut apply: impl FnMut(Entry<'_>),
-) -> Result<Loaded> {
+pub(crate) fn read(path: &Path, data: &[u8], mut apply: impl FnMut(Entry<'_>)) -> Result<Loaded> {
     let corrupt = |offset: usize, reason: &str| Error::Corruption {
         file: path.to_path_buf(),
         offset: offset as u64,
@@ -296,8 +293,12 @@ pub(crate) fn read(
     let mut blocks: Vec<(usize, &[u8])> = Vec::new();
     loop {
         let at = c.pos;
-        let len = c.u32().ok_or_else(|| corrupt(at, "truncated: no end marker"))? as usize;
-        let crc = c.u32().ok_or_else(|| corrupt(at, "truncated: no end marker"))?;
+        let len = c
+            .u32()
+            .ok_or_else(|| corrupt(at, "truncated: no end marker"))? as usize;
+        let crc = c
+            .u32()
+            .ok_or_else(|| corrupt(at, "truncated: no end marker"))?;
         if len == 0 {
             if crc != 0 {
                 return Err(corrupt(at, "damaged end marker"));
@@ -330,11 +331,13 @@ pub(crate) fn read(
     }
     let mut parsed = Vec::new();
     for (at, payload) in &blocks {
-        let mut bc = Cursor { data: payload, pos: 0 };
+        let mut bc = Cursor {
+            data: payload,
+            pos: 0,
+        };
         while bc.pos < payload.len() {
             let entry_at = *at + BLOCK_HEADER_SIZE + bc.pos;
-            let entry =
-                parse_entry(&mut bc).ok_or_else(|| corrupt(entry_at, "malformed entry"))?;
+            let entry = parse_entry(&mut bc).ok_or_else(|| corrupt(entry_at, "malformed entry"))?;
             parsed.push(entry);
         }
     }
@@ -379,14 +382,20 @@ mod tests {
         let dir = Path::new("/db");
         fs.create_dir_all(dir).map_err(io_err(dir))?;
         let path = write(fs.as_ref(), dir, Version(3), b"meta!", &sample())?;
-        assert_eq!(parse_name(&path.file_name().unwrap_or_default().to_string_lossy()), Some(Version(3)));
+        assert_eq!(
+            parse_name(&path.file_name().unwrap_or_default().to_string_lossy()),
+            Some(Version(3))
+        );
         let data = fs.read(&path).map_err(io_err(&path))?;
         let (loaded, entries) = load(&path, &data)?;
         assert_eq!(loaded.version, Version(3));
         assert_eq!(loaded.meta, b"meta!");
         // a@3 only (b is a tombstone, z is above the checkpoint), table 1's version 3.
         assert_eq!(entries.len(), 2, "{entries:?}");
-        assert!(entries[0].starts_with("Cell") && entries[0].contains("Version(3)"), "{entries:?}");
+        assert!(
+            entries[0].starts_with("Cell") && entries[0].contains("Version(3)"),
+            "{entries:?}"
+        );
         Ok(())
     }
 
@@ -402,7 +411,10 @@ mod tests {
             d[i] ^= 0x40;
             let r = load(&path, &d);
             assert!(
-                matches!(r, Err(Error::Corruption { .. }) | Err(Error::UnsupportedVersion { .. })),
+                matches!(
+                    r,
+                    Err(Error::Corruption { .. }) | Err(Error::UnsupportedVersion { .. })
+                ),
                 "flip at {i} gave {r:?}"
             );
         }

@@ -51,7 +51,8 @@ impl Memtable {
     }
 
     pub fn touch_table(&self, table: TableId, version: Version) {
-        self.table_versions.insert((table.0, Reverse(version.0)), ());
+        self.table_versions
+            .insert((table.0, Reverse(version.0)), ());
         self.max_table.fetch_max(table.0, AtomicOrdering::Relaxed);
     }
 
@@ -125,7 +126,12 @@ impl Memtable {
                 }
             }
             last = Some((k.table, k.key.clone()));
-            Some((TableId(k.table), k.key.clone(), k.version(), e.value().clone()))
+            Some((
+                TableId(k.table),
+                k.key.clone(),
+                k.version(),
+                e.value().clone(),
+            ))
         })
     }
 
@@ -277,7 +283,12 @@ mod tests {
         let keys: Vec<_> = rows.iter().map(|r| r.0.clone()).collect();
         assert_eq!(keys, vec![b"a".to_vec(), b"c".to_vec()]);
         let rows: Vec<_> = m
-            .scan(t(), Bound::Excluded(b"a"), Bound::Included(b"c"), Version(9))
+            .scan(
+                t(),
+                Bound::Excluded(b"a"),
+                Bound::Included(b"c"),
+                Version(9),
+            )
             .collect::<crate::Result<_>>()?;
         assert_eq!(rows.len(), 1);
         Ok(())
@@ -295,7 +306,11 @@ mod tests {
         assert_eq!(stats.cells_removed, 2 + 2);
         assert_eq!(m.get(t(), b"k", Version(3)).map(|c| c.0), Some(Version(3)));
         assert_eq!(m.get(t(), b"k", Version(5)).map(|c| c.0), Some(Version(5)));
-        assert_eq!(m.get(t(), b"k", Version(2)), None, "below the horizon is gone");
+        assert_eq!(
+            m.get(t(), b"k", Version(2)),
+            None,
+            "below the horizon is gone"
+        );
         assert_eq!(m.get(t(), b"gone", Version(9)), None);
     }
 

@@ -210,16 +210,33 @@ mod tests {
         let (store, none) = Store::open(fs.clone(), dir)?;
         assert!(none.is_none());
         store.apply(Version(1), &[change(1, b"k", Some(b"v1"))], &[TableId(1)]);
-        store.apply(Version(2), &[change(1, b"k", Some(b"v2")), change(2, b"x", Some(b"y"))], &[TableId(1), TableId(2)]);
+        store.apply(
+            Version(2),
+            &[change(1, b"k", Some(b"v2")), change(2, b"x", Some(b"y"))],
+            &[TableId(1), TableId(2)],
+        );
         store.apply(Version(3), &[change(2, b"x", None)], &[TableId(2)]);
         store.checkpoint(Version(3), b"lsn=3")?;
         fs.restart();
         let (store, info) = Store::open(fs.clone(), dir)?;
-        let info = info.ok_or_else(|| std::io::Error::other("no checkpoint")).map_err(io_err(dir))?;
-        assert_eq!((info.version, info.meta.as_slice()), (Version(3), &b"lsn=3"[..]));
-        assert_eq!(store.get(TableId(1), b"k", Version(3))?.and_then(|f| f.value), Some(b"v2".to_vec()));
+        let info = info
+            .ok_or_else(|| std::io::Error::other("no checkpoint"))
+            .map_err(io_err(dir))?;
+        assert_eq!(
+            (info.version, info.meta.as_slice()),
+            (Version(3), &b"lsn=3"[..])
+        );
+        assert_eq!(
+            store
+                .get(TableId(1), b"k", Version(3))?
+                .and_then(|f| f.value),
+            Some(b"v2".to_vec())
+        );
         assert_eq!(store.get(TableId(2), b"x", Version(3))?, None);
-        assert_eq!(store.table_version(TableId(2), Version::MAX)?, Some(Version(3)));
+        assert_eq!(
+            store.table_version(TableId(2), Version::MAX)?,
+            Some(Version(3))
+        );
         assert_eq!(store.max_table_id(), TableId(2));
         Ok(())
     }
@@ -227,7 +244,10 @@ mod tests {
     #[test]
     fn a_crash_during_checkpoint_leaves_the_previous_one_or_the_new_one() -> Result<()> {
         for n in 1..30u64 {
-            let fs = Arc::new(SimFs::new(SimOptions { seed: n, ..SimOptions::default() }));
+            let fs = Arc::new(SimFs::new(SimOptions {
+                seed: n,
+                ..SimOptions::default()
+            }));
             let dir = Path::new("/db/data");
             let (store, _) = Store::open(fs.clone(), dir)?;
             store.apply(Version(1), &[change(1, b"a", Some(b"1"))], &[TableId(1)]);
@@ -238,7 +258,9 @@ mod tests {
             fs.restart();
             let (store, info) = Store::open(fs.clone(), dir)?;
             let v = info.map(|i| i.version);
-            let a = store.get(TableId(1), b"a", Version::MAX)?.and_then(|f| f.value);
+            let a = store
+                .get(TableId(1), b"a", Version::MAX)?
+                .and_then(|f| f.value);
             match v {
                 Some(Version(1)) => assert_eq!(a, Some(b"1".to_vec()), "crash at {n}"),
                 Some(Version(2)) => assert_eq!(a, Some(b"2".to_vec()), "crash at {n}"),

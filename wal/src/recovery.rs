@@ -119,7 +119,10 @@ pub(crate) fn recover(
                 return Err(corruption(
                     path,
                     24,
-                    format!("segment starts at lsn {} but lsn {e} was expected", header.first_lsn),
+                    format!(
+                        "segment starts at lsn {} but lsn {e} was expected",
+                        header.first_lsn
+                    ),
                 ))
             }
             Some(e) => e,

@@ -171,7 +171,10 @@ pub(crate) fn read_header(path: &Path, seq: u64, data: &[u8]) -> Result<SegmentH
     if header.seq != seq {
         return Err(corrupt(
             16,
-            format!("header names segment {} but the file is segment {seq}", header.seq),
+            format!(
+                "header names segment {} but the file is segment {seq}",
+                header.seq
+            ),
         ));
     }
     if (data.len() as u64) < header.capacity {

@@ -15,8 +15,8 @@
 //!   [`Error::Poisoned`].
 
 use crate::error::{io_err, Error, Result};
-use crate::format::{seal_frame, Kind, FRAME_HEADER_SIZE, RECORD_SIZE_MAX, SEGMENT_HEADER_SIZE};
 use crate::format::SEGMENT_SIZE_MIN;
+use crate::format::{seal_frame, Kind, FRAME_HEADER_SIZE, RECORD_SIZE_MAX, SEGMENT_HEADER_SIZE};
 use crate::segment::{self, zero_range, OpenSegment};
 use crate::{recovery, Lsn, SyncPolicy};
 use parking_lot::{Condvar, Mutex, MutexGuard};
@@ -124,8 +124,8 @@ struct Shared {
 #[derive(Debug)]
 pub struct Wal {
     shared: Arc<Shared>,
-    syncer: Option<JoinHandle<()>>,
-    closed: bool,
+    syncer: Mutex<Option<JoinHandle<()>>>,
+    closed: Mutex<bool>,
 }
 
 impl Io {
@@ -184,7 +184,12 @@ impl Io {
                 self.rotate(shared, lsn)?;
                 run_start = pos;
             }
-            seal_frame(&mut batch[pos..pos + frame_len], lsn, self.durable_lsn, kind);
+            seal_frame(
+                &mut batch[pos..pos + frame_len],
+                lsn,
+                self.durable_lsn,
+                kind,
+            );
             pos += frame_len;
         }
         self.write_at(&batch[run_start..pos])?;
@@ -256,7 +261,12 @@ impl Shared {
                 if result.is_ok() && sync {
                     result = io.sync();
                 }
-                (result, io.written_lsn, io.durable_lsn, io.syncs - syncs_before)
+                (
+                    result,
+                    io.written_lsn,
+                    io.durable_lsn,
+                    io.syncs - syncs_before,
+                )
             });
             st.leader = false;
             let (result, written, durable_now, syncs) = outcome;
@@ -341,14 +351,7 @@ impl Wal {
                 });
             }
             let first = replay_after.0 + 1;
-            let seg = segment::create(
-                fs.as_ref(),
-                dir,
-                1,
-                first,
-                opts.segment_size,
-                spares.pop(),
-            )?;
+            let seg = segment::create(fs.as_ref(), dir, 1, first, opts.segment_size, spares.pop())?;
             let io = Io {
                 segments: vec![(1, first, seg.path.clone())],
                 seg,
@@ -399,8 +402,8 @@ impl Wal {
         Ok((
             Wal {
                 shared,
-                syncer,
-                closed: false,
+                syncer: Mutex::new(syncer),
+                closed: Mutex::new(false),
             },
             records,
         ))
@@ -524,19 +527,17 @@ impl Wal {
         self.shared.io.lock().segments.len()
     }
 
-    /// Syncs, writes a close mark and stops the background syncer.
-    pub fn close(mut self) -> Result<()> {
-        self.shutdown()
-    }
-
-    fn shutdown(&mut self) -> Result<()> {
-        if self.closed {
+    /// Syncs, writes a close mark and stops the background syncer. Later calls do nothing.
+    /// Records may still be enqueued afterwards; they are written but no mark follows them.
+    pub fn close(&self) -> Result<()> {
+        let mut closed = self.closed.lock();
+        if *closed {
             return Ok(());
         }
-        self.closed = true;
+        *closed = true;
         *self.shared.stop.lock() = true;
         self.shared.stop_cond.notify_all();
-        if let Some(handle) = self.syncer.take() {
+        if let Some(handle) = self.syncer.lock().take() {
             let _ = handle.join();
         }
         self.shared.mark()
@@ -545,7 +546,7 @@ impl Wal {
 
 impl Drop for Wal {
     fn drop(&mut self) {
-        if let Err(e) = self.shutdown() {
+        if let Err(e) = self.close() {
             tracing::debug!(error = %e, "write-ahead log close failed");
         }
     }

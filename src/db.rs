@@ -1,0 +1,285 @@
+//! [`Db`]: opening, closing, and the state every transaction shares.
+//!
+//! Directory layout: `VELLUM` (identity), `LOCK` (held while open), `wal/` (write-ahead log
+//! segments), `data/` (checkpoints). Opening locks the directory, loads the newest checkpoint,
+//! replays the log after it (see [`crate::recovery`]), then starts the checkpoint worker.
+
+use crate::catalog::CATALOG;
+use crate::error::{io_err, Error, Result};
+use crate::identity;
+use crate::options::{Durability, Options};
+use crate::snapshots::Snapshots;
+use crate::tx::{Transaction, TxMode};
+use crate::workers::Worker;
+use parking_lot::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use vellum_fs::{DirLock, FileSystem};
+use vellum_storage::{Store, TableId, Version};
+use vellum_wal::{Lsn, SyncPolicy, Wal, WalOptions, WalStats};
+
+/// State guarded by the commit lock: validation, version assignment, log enqueue and apply to
+/// storage happen under it, so log order, version order and apply order are one order.
+#[derive(Debug)]
+pub(crate) struct CommitState {
+    pub next_version: Version,
+}
+
+/// Counters since open.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Transactions committed with at least one write.
+    pub commits: u64,
+    /// Commits refused with [`Error::Conflict`].
+    pub conflicts: u64,
+    /// Checkpoints written.
+    pub checkpoints: u64,
+    /// Transactions currently open (each pins its snapshot).
+    pub live_transactions: usize,
+    /// Write-ahead-log counters (records, write batches, syncs, bytes).
+    pub wal: WalStats,
+}
+
+#[derive(Debug)]
+pub(crate) struct DbInner {
+    pub path: PathBuf,
+    pub opts: Options,
+    pub store: Store,
+    pub wal: Wal,
+    pub commit: Mutex<CommitState>,
+    pub snapshots: Snapshots,
+    pub next_table_id: AtomicU32,
+    pub commits: AtomicU64,
+    pub conflicts: AtomicU64,
+    pub checkpoints: AtomicU64,
+    /// Log bytes written when the last checkpoint started.
+    pub wal_bytes_at_checkpoint: AtomicU64,
+    /// Serialises checkpoints.
+    pub checkpoint_lock: Mutex<()>,
+    pub worker: Worker,
+    _lock: Box<dyn DirLock>,
+}
+
+/// An open database. Cheap to clone; all clones share one database. Dropping the last clone
+/// (and every transaction) closes it: the log is synced and marked closed.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pub(crate) inner: Arc<DbInner>,
+}
+
+impl Db {
+    /// Opens (creating if missing) the database in directory `path` with default options.
+    pub fn open(path: impl AsRef<Path>) -> Result<Db> {
+        Self::open_with(path, Options::default())
+    }
+
+    /// Opens the database in directory `path`.
+    pub fn open_with(path: impl AsRef<Path>, opts: Options) -> Result<Db> {
+        let path = path.as_ref().to_path_buf();
+        let fs = opts.file_system.clone();
+        let existed = prepare_dir(fs.as_ref(), &path, opts.create_if_missing)?;
+        let lock = fs.lock_dir(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                Error::Locked(path.clone())
+            } else {
+                Error::Io {
+                    path: path.clone(),
+                    source: e,
+                }
+            }
+        })?;
+        let (store, checkpoint) = Store::open(fs.clone(), &path.join("data"))?;
+        let (ckpt_version, ckpt_lsn) = match &checkpoint {
+            Some(info) => (
+                info.version,
+                crate::recovery::decode_meta(&info.path, &info.meta)?,
+            ),
+            None => (Version::ZERO, Lsn(0)),
+        };
+        let wal_opts = WalOptions {
+            segment_size: opts.wal_segment_bytes,
+            sync: match opts.durability {
+                Durability::Immediate => SyncPolicy::Immediate,
+                Durability::Buffered { max_delay } => SyncPolicy::Buffered(max_delay),
+                Durability::None => SyncPolicy::None,
+            },
+            ..WalOptions::default()
+        };
+        let (wal, records) = Wal::open(fs.clone(), &path.join("wal"), wal_opts, ckpt_lsn, existed)?;
+        let (visible, visible_lsn) =
+            crate::recovery::replay(&store, &path.join("wal"), ckpt_version, ckpt_lsn, &records)?;
+        drop(records);
+        if !existed {
+            let id_path = path.join(identity::FILE_NAME);
+            vellum_fs::write_file_atomic(fs.as_ref(), &id_path, &identity::encode())
+                .map_err(io_err(&id_path))?;
+        }
+        let next_table = store.max_table_id().0.max(CATALOG.0) + 1;
+        let inner = Arc::new(DbInner {
+            path,
+            store,
+            commit: Mutex::new(CommitState {
+                next_version: Version(visible.0 + 1),
+            }),
+            snapshots: Snapshots::new(visible, visible_lsn),
+            next_table_id: AtomicU32::new(next_table),
+            commits: AtomicU64::new(0),
+            conflicts: AtomicU64::new(0),
+            checkpoints: AtomicU64::new(0),
+            wal_bytes_at_checkpoint: AtomicU64::new(0),
+            checkpoint_lock: Mutex::new(()),
+            worker: Worker::default(),
+            wal,
+            opts,
+            _lock: lock,
+        });
+        crate::workers::start(&inner)?;
+        Ok(Db { inner })
+    }
+
+    /// Begins a read-write transaction at the newest committed version.
+    pub fn begin(&self) -> Result<Transaction> {
+        Ok(Transaction::new(self.inner.clone(), TxMode::ReadWrite))
+    }
+
+    /// Begins a read-only transaction. It never blocks and never aborts; writes are refused
+    /// with [`Error::ReadOnly`].
+    pub fn begin_read(&self) -> Result<Transaction> {
+        Ok(Transaction::new(self.inner.clone(), TxMode::ReadOnly))
+    }
+
+    /// Runs `f` in a transaction: commits if it returns `Ok`, rolls back if it returns `Err`
+    /// or panics (the panic then continues). Conflicts are returned, not retried.
+    pub fn transaction<T, E, F>(&self, f: F) -> std::result::Result<T, E>
+    where
+        F: FnOnce(&mut Transaction) -> std::result::Result<T, E>,
+        E: From<Error>,
+    {
+        let mut tx = self.begin()?;
+        let out = f(&mut tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Creates a table in its own transaction.
+    pub fn create_table(&self, name: &str) -> Result<()> {
+        self.transaction(|tx| tx.create_table(name))
+    }
+
+    /// Drops a table (and makes its rows unreachable) in its own transaction.
+    pub fn drop_table(&self, name: &str) -> Result<()> {
+        self.transaction(|tx| tx.drop_table(name))
+    }
+
+    /// Names of all tables at the newest version, sorted.
+    pub fn list_tables(&self) -> Result<Vec<String>> {
+        self.begin_read()?.list_tables()
+    }
+
+    /// The newest committed (visible) version.
+    pub fn version(&self) -> Version {
+        self.inner.snapshots.visible()
+    }
+
+    /// Writes a checkpoint now and releases the log it covers.
+    pub fn checkpoint(&self) -> Result<()> {
+        self.inner.checkpoint()
+    }
+
+    /// Counters since open.
+    pub fn stats(&self) -> Stats {
+        let i = &self.inner;
+        Stats {
+            commits: i.commits.load(Ordering::Relaxed),
+            conflicts: i.conflicts.load(Ordering::Relaxed),
+            checkpoints: i.checkpoints.load(Ordering::Relaxed),
+            live_transactions: i.snapshots.live_count(),
+            wal: i.wal.stats(),
+        }
+    }
+
+    /// The database directory.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Closes the database, reporting errors of the final sync. If other clones or
+    /// transactions are still alive, the database stays open until they are gone.
+    pub fn close(self) -> Result<()> {
+        match Arc::try_unwrap(self.inner) {
+            Ok(inner) => inner.shutdown(),
+            Err(_shared) => Ok(()),
+        }
+    }
+}
+
+impl DbInner {
+    pub(crate) fn checkpoint(&self) -> Result<()> {
+        let _one = self.checkpoint_lock.lock();
+        let bytes = self.wal.stats().bytes;
+        let (version, lsn) = self.snapshots.visible_with_lsn();
+        let meta = crate::recovery::encode_meta(lsn);
+        self.store.checkpoint(version, &meta)?;
+        self.wal.release_upto(lsn)?;
+        self.wal_bytes_at_checkpoint.store(bytes, Ordering::Relaxed);
+        self.store.gc(self.snapshots.horizon());
+        self.checkpoints.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub(crate) fn table_id_for_new(&self) -> Result<TableId> {
+        let id = self.next_table_id.fetch_add(1, Ordering::Relaxed);
+        if TableId(id) > TableId::MAX {
+            return Err(Error::InvalidArgument("table id space exhausted".into()));
+        }
+        Ok(TableId(id))
+    }
+
+    fn shutdown(&self) -> Result<()> {
+        self.worker.stop();
+        self.wal.close()?;
+        Ok(())
+    }
+}
+
+impl Drop for DbInner {
+    fn drop(&mut self) {
+        self.worker.stop();
+    }
+}
+
+/// Checks what `path` holds. Returns true if a database exists there.
+fn prepare_dir(fs: &dyn FileSystem, path: &Path, create: bool) -> Result<bool> {
+    let id_path = path.join(identity::FILE_NAME);
+    if fs.exists(&id_path).map_err(io_err(&id_path))? {
+        identity::check(fs, &id_path)?;
+        return Ok(true);
+    }
+    if fs.exists(path).map_err(io_err(path))? {
+        let names = fs.list(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotADirectory {
+                Error::NotADatabase(path.to_path_buf())
+            } else {
+                Error::Io {
+                    path: path.to_path_buf(),
+                    source: e,
+                }
+            }
+        })?;
+        if names
+            .iter()
+            .any(|n| !identity::OWN_ENTRIES.contains(&n.as_str()))
+        {
+            return Err(Error::NotADatabase(path.to_path_buf()));
+        }
+    }
+    if !create {
+        return Err(Error::NotFound(path.to_path_buf()));
+    }
+    fs.create_dir_all(path).map_err(io_err(path))?;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs.sync_dir(parent).map_err(io_err(parent))?;
+    }
+    Ok(false)
+}

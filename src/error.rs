@@ -1,0 +1,288 @@
+//! The public error type and conflict reports.
+//!
+//! Every variant is a case a caller can act on. [`Error::is_retryable`] says which ones a retry
+//! of the whole transaction can cure.
+
+use crate::Version;
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+/// Result of vellum operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The transaction lost to a concurrent commit or a compare-and-swap precondition failed;
+    /// nothing was written. Retrying the transaction may succeed.
+    #[error("{0}")]
+    Conflict(Box<ConflictReport>),
+    /// A file of the database is damaged.
+    #[error("corrupted file {} at offset {offset}: {reason}", file.display())]
+    Corruption {
+        /// The damaged file (or directory, when a file is missing).
+        file: PathBuf,
+        /// Byte offset of the damage.
+        offset: u64,
+        /// What was found.
+        reason: String,
+    },
+    /// A file was written by a format version this build does not read.
+    #[error("file {} has format version {found}; this build reads version {supported}", file.display())]
+    UnsupportedFormat {
+        /// The file.
+        file: PathBuf,
+        /// Version found.
+        found: u32,
+        /// Version this build reads.
+        supported: u32,
+    },
+    /// An operating-system call failed.
+    #[error("I/O error on {}: {source}", path.display())]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// A key is longer than [`crate::KEY_SIZE_MAX`].
+    #[error("key of {size} bytes exceeds the maximum of {max} bytes")]
+    KeyTooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A value is longer than [`crate::VALUE_SIZE_MAX`].
+    #[error("value of {size} bytes exceeds the maximum of {max} bytes")]
+    ValueTooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The transaction's writes exceed [`crate::TRANSACTION_BYTES_MAX`].
+    #[error("transaction writes {size} bytes, more than the maximum of {max} bytes")]
+    TransactionTooLarge {
+        /// Bytes staged.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// An argument is not acceptable (the message says why).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// No table of that name exists at the transaction's snapshot.
+    #[error("table `{0}` does not exist")]
+    TableNotFound(String),
+    /// A table of that name already exists.
+    #[error("table `{0}` already exists")]
+    TableExists(String),
+    /// A write was attempted in a read-only transaction.
+    #[error("the transaction is read-only")]
+    ReadOnly,
+    /// The transaction was already committed or rolled back.
+    #[error("the transaction has already been {0}")]
+    TransactionClosed(&'static str),
+    /// The directory exists, is not empty, and is not a vellum database.
+    #[error("{} is not a vellum database (it holds other files and no VELLUM identity file)", .0.display())]
+    NotADatabase(PathBuf),
+    /// Another open database (in this or another process) holds the directory.
+    #[error("database {} is already open (the directory is locked)", .0.display())]
+    Locked(PathBuf),
+    /// The database does not exist and `create_if_missing` is off.
+    #[error("no database at {}", .0.display())]
+    NotFound(PathBuf),
+    /// An earlier write-ahead-log failure stopped all writes (fail-stop). Reopen the database.
+    #[error("the database refuses writes after an earlier I/O failure: {0}")]
+    Poisoned(String),
+}
+
+impl Error {
+    /// True if running the whole transaction again may succeed (a conflict).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Conflict(_))
+    }
+
+    /// The conflict report, if this is a conflict.
+    pub fn conflict(&self) -> Option<&ConflictReport> {
+        match self {
+            Error::Conflict(report) => Some(report),
+            _ => None,
+        }
+    }
+}
+
+/// Why a commit was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConflictKind {
+    /// Another transaction committed a write to the same key after this one's snapshot
+    /// (first committer wins).
+    WriteWrite,
+    /// A `put_if_version` precondition failed: the key's version is not the expected one.
+    KeyVersion {
+        /// The version the transaction expected.
+        expected: Version,
+    },
+    /// An `expect_table_version` precondition failed.
+    TableVersion {
+        /// The version the transaction expected.
+        expected: Version,
+    },
+    /// The table was created, dropped or recreated by a commit after this transaction's
+    /// snapshot, and this transaction wrote to it.
+    TableChanged,
+}
+
+/// A report a person can act on: what clashed, where, and with which commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConflictReport {
+    /// What kind of conflict.
+    pub kind: ConflictKind,
+    /// The table involved.
+    pub table: String,
+    /// The key involved, for key-level conflicts.
+    pub key: Option<Vec<u8>>,
+    /// This transaction's snapshot version.
+    pub snapshot: Version,
+    /// The version found: the commit that won, or the key's/table's actual version for a
+    /// failed precondition (0 = the key does not exist).
+    pub winner: Version,
+}
+
+/// Formats a key as UTF-8 text when it is printable, else as hex.
+pub(crate) fn display_key(key: &[u8]) -> String {
+    match std::str::from_utf8(key) {
+        Ok(s) if s.chars().all(|c| !c.is_control()) => format!("{s:?}"),
+        _ => {
+            let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+            format!("0x{hex}")
+        }
+    }
+}
+
+impl fmt::Display for ConflictReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let place = match &self.key {
+            Some(k) => format!("table `{}` key {}", self.table, display_key(k)),
+            None => format!("table `{}`", self.table),
+        };
+        match &self.kind {
+            ConflictKind::WriteWrite => write!(
+                f,
+                "write-write conflict on {place}: this transaction's snapshot is version {}, \
+                 and version {} committed a write to it first",
+                self.snapshot, self.winner
+            ),
+            ConflictKind::KeyVersion { expected } => write!(
+                f,
+                "version precondition failed on {place}: expected version {expected}, found {} \
+                 (snapshot {})",
+                self.winner, self.snapshot
+            ),
+            ConflictKind::TableVersion { expected } => write!(
+                f,
+                "table version precondition failed on {place}: expected version {expected}, \
+                 found {} (snapshot {})",
+                self.winner, self.snapshot
+            ),
+            ConflictKind::TableChanged => write!(
+                f,
+                "{place} was created or dropped by version {} after this transaction's \
+                 snapshot {}",
+                self.winner, self.snapshot
+            ),
+        }
+    }
+}
+
+impl From<vellum_wal::Error> for Error {
+    fn from(e: vellum_wal::Error) -> Self {
+        use vellum_wal::Error as W;
+        match e {
+            W::Io { path, source } => Error::Io { path, source },
+            W::Corruption {
+                file,
+                offset,
+                reason,
+            } => Error::Corruption {
+                file,
+                offset,
+                reason,
+            },
+            W::UnsupportedVersion {
+                file,
+                found,
+                supported,
+            } => Error::UnsupportedFormat {
+                file,
+                found,
+                supported,
+            },
+            W::Poisoned(why) => Error::Poisoned(why),
+            W::RecordTooLarge { size, max } => Error::TransactionTooLarge { size, max },
+            other => Error::Poisoned(other.to_string()),
+        }
+    }
+}
+
+impl From<vellum_storage::Error> for Error {
+    fn from(e: vellum_storage::Error) -> Self {
+        use vellum_storage::Error as S;
+        match e {
+            S::Io { path, source } => Error::Io { path, source },
+            S::Corruption {
+                file,
+                offset,
+                reason,
+            } => Error::Corruption {
+                file,
+                offset,
+                reason,
+            },
+            S::UnsupportedVersion {
+                file,
+                found,
+                supported,
+            } => Error::UnsupportedFormat {
+                file,
+                found,
+                supported,
+            },
+            other => Error::Io {
+                path: PathBuf::new(),
+                source: io::Error::other(other.to_string()),
+            },
+        }
+    }
+}
+
+pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Error {
+    let path = path.into();
+    move |source| Error::Io { path, source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conflict_report_names_table_key_and_versions() {
+        let r = ConflictReport {
+            kind: ConflictKind::WriteWrite,
+            table: "accounts".into(),
+            key: Some(b"alice".to_vec()),
+            snapshot: Version(41),
+            winner: Version(43),
+        };
+        let text = Error::Conflict(Box::new(r)).to_string();
+        for part in ["accounts", "\"alice\"", "41", "43"] {
+            assert!(text.contains(part), "{text}");
+        }
+        assert_eq!(display_key(&[0, 255]), "0x00ff");
+    }
+}

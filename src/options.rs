@@ -1,0 +1,95 @@
+//! Options and limits. Every limit is a named constant with the reason for its value.
+
+use std::sync::Arc;
+use std::time::Duration;
+use vellum_fs::{FileSystem, RealFs};
+
+/// Longest key (64 KiB): keys are compared on every index step and copied into every version;
+/// larger identifiers belong in values.
+pub const KEY_SIZE_MAX: usize = 64 << 10;
+/// Longest value (64 MiB): a value is held in memory whole while it is read or written.
+pub const VALUE_SIZE_MAX: usize = 64 << 20;
+/// Most bytes (keys plus values) one transaction may write (512 MiB): its commit record must
+/// fit one write-ahead-log record (at most 1 GiB) and the write set lives in memory.
+pub const TRANSACTION_BYTES_MAX: usize = 512 << 20;
+/// Longest table name in bytes of UTF-8.
+pub const TABLE_NAME_MAX: usize = 255;
+
+/// When a commit counts as durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// `commit` returns after the commit record is on stable storage (`fdatasync`). Concurrent
+    /// commits share one write and one sync (group commit). The default.
+    Immediate,
+    /// `commit` returns after the record is handed to the operating system; a background
+    /// thread syncs at least every `max_delay`. A process crash loses nothing; a power cut can
+    /// lose the commits of the last `max_delay`.
+    Buffered {
+        /// Longest time a commit stays unsynced.
+        max_delay: Duration,
+    },
+    /// `commit` returns after the record is handed to the operating system; syncs happen only
+    /// at log rotation and close. For tests and bulk loads.
+    None,
+}
+
+/// How to open a database.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// When commits are durable. Default: [`Durability::Immediate`].
+    pub durability: Durability,
+    /// Create the database if the directory holds none. Default: true.
+    pub create_if_missing: bool,
+    /// Preallocated size of each write-ahead-log segment. Default: 64 MiB.
+    pub wal_segment_bytes: u64,
+    /// A checkpoint is taken in the background once this many bytes were logged since the last
+    /// one, so reopening never replays more than about this much log. Default: 256 MiB.
+    pub checkpoint_after_wal_bytes: u64,
+    /// The file system all database files go through. Default: the operating system's.
+    /// Tests pass a [`crate::fs::SimFs`] to simulate crashes.
+    pub file_system: Arc<dyn FileSystem>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            durability: Durability::Immediate,
+            create_if_missing: true,
+            wal_segment_bytes: 64 << 20,
+            checkpoint_after_wal_bytes: 256 << 20,
+            file_system: Arc::new(RealFs),
+        }
+    }
+}
+
+impl Options {
+    /// Sets [`Options::durability`].
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Sets [`Options::create_if_missing`].
+    pub fn create_if_missing(mut self, create: bool) -> Self {
+        self.create_if_missing = create;
+        self
+    }
+
+    /// Sets [`Options::wal_segment_bytes`].
+    pub fn wal_segment_bytes(mut self, bytes: u64) -> Self {
+        self.wal_segment_bytes = bytes;
+        self
+    }
+
+    /// Sets [`Options::checkpoint_after_wal_bytes`].
+    pub fn checkpoint_after_wal_bytes(mut self, bytes: u64) -> Self {
+        self.checkpoint_after_wal_bytes = bytes;
+        self
+    }
+
+    /// Sets [`Options::file_system`].
+    pub fn file_system(mut self, fs: Arc<dyn FileSystem>) -> Self {
+        self.file_system = fs;
+        self
+    }
+}
