@@ -65,7 +65,23 @@ pub(crate) struct DbInner {
 /// (and every transaction) closes it: the log is synced and marked closed.
 #[derive(Debug, Clone)]
 pub struct Db {
+    // Field order matters: the guard drops first, so the checkpoint worker is stopped and
+    // joined (releasing any reference it holds) before `inner` can drop, which makes closing
+    // (and releasing the directory lock) complete when the last handle is dropped.
+    guard: Arc<WorkerGuard>,
     pub(crate) inner: Arc<DbInner>,
+}
+
+/// Stops the checkpoint worker when the last [`Db`] handle goes away.
+#[derive(Debug)]
+struct WorkerGuard {
+    db: Arc<DbInner>,
+}
+
+impl Drop for WorkerGuard {
+    fn drop(&mut self) {
+        self.db.worker.stop();
+    }
 }
 
 impl Db {
@@ -135,7 +151,10 @@ impl Db {
             _lock: lock,
         });
         crate::workers::start(&inner)?;
-        Ok(Db { inner })
+        Ok(Db {
+            guard: Arc::new(WorkerGuard { db: inner.clone() }),
+            inner,
+        })
     }
 
     /// Begins a read-write transaction at the newest committed version.
@@ -207,7 +226,9 @@ impl Db {
     /// Closes the database, reporting errors of the final sync. If other clones or
     /// transactions are still alive, the database stays open until they are gone.
     pub fn close(self) -> Result<()> {
-        match Arc::try_unwrap(self.inner) {
+        let Db { guard, inner } = self;
+        drop(guard);
+        match Arc::try_unwrap(inner) {
             Ok(inner) => inner.shutdown(),
             Err(_shared) => Ok(()),
         }
