@@ -240,6 +240,9 @@ impl DbInner {
         let _one = self.checkpoint_lock.lock();
         let bytes = self.wal.stats().bytes;
         let (version, lsn) = self.snapshots.visible_with_lsn();
+        // A checkpoint must never cover log records that are not durable yet (Buffered and
+        // None modes): after a power cut the log would end below the checkpoint.
+        self.wal.sync()?;
         let meta = crate::recovery::encode_meta(lsn);
         self.store.checkpoint(version, &meta)?;
         self.wal.release_upto(lsn)?;

@@ -1,8 +1,10 @@
 //! Recovery scan: find the valid end of the log and decide torn tail versus corruption.
 //!
 //! Rule (see `docs/format/wal.md`): the log is read frame by frame while each frame is valid and
-//! carries the next lsn. Where that stops (zero bytes, stale frames of a recycled file, or
-//! damage), the rest of the log is searched for a *proof*: a valid frame with a higher lsn whose
+//! carries the next lsn. In every segment but the last, the first frame that is not the next
+//! one ends the segment, and the next segment must start at exactly the next lsn (else records
+//! are missing: corruption). In the last segment, where reading stops (zero bytes, or damage),
+//! the rest of the segment is searched for a *proof*: a valid frame with a higher lsn whose
 //! `durable_lsn` covers the first missing lsn. A proof means the missing record had been synced
 //! before, so the damage is corruption and recovery fails with the file and offset. Without a
 //! proof the stop is a torn tail: everything after it was never known to be durable, and is
@@ -30,8 +32,6 @@ pub(crate) struct Outcome {
     pub tail_needs_zeroing: bool,
     /// Length of the tail segment file.
     pub tail_len: u64,
-    /// Segments after the tail that hold nothing durable; to be removed.
-    pub discard: Vec<PathBuf>,
     /// Lsn of the last valid record (data or mark).
     pub last_lsn: u64,
 }
@@ -99,6 +99,7 @@ pub(crate) fn recover(
     let mut records = Vec::new();
     let mut kept = Vec::new();
     let mut expected: Option<u64> = None;
+    let mut previous_stop: Option<(PathBuf, usize, bool)> = None;
     for (idx, (seq, path)) in segments.iter().enumerate() {
         let data = fs.read(path).map_err(io_err(path))?;
         let header = read_header(path, *seq, &data)?;
@@ -116,26 +117,40 @@ pub(crate) fn recover(
             }
             None => header.first_lsn,
             Some(e) if e != header.first_lsn => {
-                return Err(corruption(
-                    path,
-                    24,
-                    format!(
-                        "segment starts at lsn {} but lsn {e} was expected",
-                        header.first_lsn
+                // Name the damage where it is, if the previous segment stopped at damage.
+                return Err(match &previous_stop {
+                    Some((prev, at, true)) => corruption(
+                        prev,
+                        *at as u64,
+                        format!(
+                            "record {e} is damaged, and the next segment starts at lsn {}",
+                            header.first_lsn
+                        ),
                     ),
-                ))
+                    _ => corruption(
+                        path,
+                        24,
+                        format!(
+                            "segment starts at lsn {} but lsn {e} was expected",
+                            header.first_lsn
+                        ),
+                    ),
+                });
             }
             Some(e) => e,
         };
         kept.push((*seq, header.first_lsn, path.clone()));
         let (stop, mut next, damaged) = read_frames(&data, next, replay_after, &mut records);
         expected = Some(next);
-        let is_last = idx + 1 == segments.len();
-        if !damaged && !is_last {
+        if idx + 1 < segments.len() {
+            // The writer syncs a segment, then starts the next one at exactly the next lsn.
+            // Whatever follows the last frame here is unused space; if frames were lost, the
+            // next segment's first lsn will not match and that is reported as corruption.
+            previous_stop = Some((path.clone(), stop, damaged));
             continue;
         }
-        // The log ends here (last segment) or is interrupted (damage in an earlier one).
-        let mut search_here = search(&data, stop + 1, next);
+        // The log ends here.
+        let search_here = search(&data, stop + 1, next);
         if let Some(at) = search_here.proof {
             return Err(corruption(
                 path,
@@ -146,24 +161,6 @@ pub(crate) fn recover(
                 ),
             ));
         }
-        let mut discard = Vec::new();
-        for (_, later) in &segments[idx + 1..] {
-            let later_data = fs.read(later).map_err(io_err(later))?;
-            let s = search(&later_data, SEGMENT_HEADER_SIZE.min(later_data.len()), next);
-            if let Some(at) = s.proof {
-                return Err(corruption(
-                    path,
-                    stop as u64,
-                    format!(
-                        "record {next} is damaged or missing, but {} at offset {at} proves it \
-                         had been made durable",
-                        later.display()
-                    ),
-                ));
-            }
-            search_here.unproven |= s.unproven;
-            discard.push(later.clone());
-        }
         next = next.max(1);
         return Ok(Outcome {
             records,
@@ -172,7 +169,6 @@ pub(crate) fn recover(
             tail_capacity: header.capacity,
             tail_needs_zeroing: damaged || search_here.unproven,
             tail_len: data.len() as u64,
-            discard,
             last_lsn: next - 1,
         });
     }
@@ -184,7 +180,6 @@ pub(crate) fn recover(
         tail_capacity: 0,
         tail_needs_zeroing: false,
         tail_len: 0,
-        discard: Vec::new(),
         last_lsn: replay_after.0,
     })
 }

@@ -1,15 +1,17 @@
 //! Segment files: naming, listing, creation (preallocated or recycled) and release.
 //!
 //! Names: `wal-<seq>.log` for live segments, `spare-<seq>.log` for released segments kept for
-//! reuse, `wal-<seq>.tmp` for a segment being prepared. Sequence numbers are zero-padded to 20
-//! digits so names sort in log order.
+//! reuse (all zeros), `wal-<seq>.recycle` for a released segment being zeroed, `wal-<seq>.tmp`
+//! for a segment being prepared. `.tmp` and `.recycle` files are removed at open. Sequence
+//! numbers are zero-padded to 20 digits so names sort in log order.
 //!
 //! Invariants:
 //! * A `wal-*.log` file always has its header synced and its full capacity allocated (zeros or
 //!   stale frames from an earlier use) before its name becomes durable: writing into it later
 //!   never changes the file size, so `fdatasync` need not commit file-system metadata.
-//! * A released segment holds only records at or below a checkpoint; recycling it is safe
-//!   because every stale frame it still carries has an lsn lower than any live one.
+//! * A spare is entirely zeros (zeroed and synced before it gets its `spare-` name), so a
+//!   segment made from it reads exactly like a freshly preallocated one: after its last frame
+//!   come zeros, never stale frames or fragments of them.
 
 use crate::error::{io_err, Error, Result};
 use crate::format::{SegmentHeader, FORMAT_VERSION, SEGMENT_HEADER_SIZE};
@@ -48,6 +50,8 @@ pub(crate) struct Listing {
     pub spares: Vec<PathBuf>,
     /// Unfinished segment preparations (removed at open).
     pub temps: Vec<PathBuf>,
+    /// Released segments whose zeroing did not finish (removed at open).
+    pub recycling: Vec<PathBuf>,
 }
 
 pub(crate) fn list(fs: &dyn FileSystem, dir: &Path) -> Result<Listing> {
@@ -60,6 +64,8 @@ pub(crate) fn list(fs: &dyn FileSystem, dir: &Path) -> Result<Listing> {
             listing.spares.push(path);
         } else if parse_seq(&name, "wal-", ".tmp").is_some() {
             listing.temps.push(path);
+        } else if parse_seq(&name, "wal-", ".recycle").is_some() {
+            listing.recycling.push(path);
         }
     }
     listing.segments.sort();
@@ -128,8 +134,11 @@ pub(crate) fn create(
 }
 
 /// Releases segments that hold only records at or below a checkpoint: keeps up to
-/// `spares_max` of them (counting `spares_now`) as spares, removes the rest.
+/// `spares_max` of them (counting `spares_now`) as zeroed spares, removes the rest.
 /// Returns the new spare paths.
+///
+/// A kept segment is renamed to `wal-<seq>.recycle` (so it is no longer part of the log),
+/// zeroed over its whole length, synced, and only then renamed to `spare-<seq>.log`.
 pub(crate) fn release(
     fs: &dyn FileSystem,
     dir: &Path,
@@ -137,20 +146,35 @@ pub(crate) fn release(
     spares_now: usize,
     spares_max: usize,
 ) -> Result<Vec<PathBuf>> {
-    let mut new_spares = Vec::new();
+    let mut recycling = Vec::new();
     for (seq, path) in released {
-        if spares_now + new_spares.len() < spares_max {
-            let spare = dir.join(spare_name(*seq));
-            fs.rename(path, &spare).map_err(io_err(path))?;
-            new_spares.push(spare);
+        if spares_now + recycling.len() < spares_max {
+            let tmp = dir.join(format!("wal-{seq:020}.recycle"));
+            fs.rename(path, &tmp).map_err(io_err(path))?;
+            recycling.push((*seq, tmp));
         } else {
             fs.remove_file(path).map_err(io_err(path))?;
         }
     }
-    if !released.is_empty() {
+    if released.is_empty() {
+        return Ok(Vec::new());
+    }
+    // The log no longer names the released segments once this is durable.
+    fs.sync_dir(dir).map_err(io_err(dir))?;
+    let mut spares = Vec::new();
+    for (seq, tmp) in recycling {
+        let mut file = fs.open_write(&tmp).map_err(io_err(&tmp))?;
+        let len = file.len().map_err(io_err(&tmp))?;
+        zero_range(file.as_mut(), 0, len).map_err(io_err(&tmp))?;
+        file.sync_data().map_err(io_err(&tmp))?;
+        let spare = dir.join(spare_name(seq));
+        fs.rename(&tmp, &spare).map_err(io_err(&tmp))?;
+        spares.push(spare);
+    }
+    if !spares.is_empty() {
         fs.sync_dir(dir).map_err(io_err(dir))?;
     }
-    Ok(new_spares)
+    Ok(spares)
 }
 
 /// Reads and checks the header of a live segment.

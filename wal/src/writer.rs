@@ -338,7 +338,7 @@ impl Wal {
         }
         fs.create_dir_all(dir).map_err(io_err(dir))?;
         let listing = segment::list(fs.as_ref(), dir)?;
-        for tmp in &listing.temps {
+        for tmp in listing.temps.iter().chain(&listing.recycling) {
             fs.remove_file(tmp).map_err(io_err(tmp))?;
         }
         let mut spares = listing.spares;
@@ -417,13 +417,6 @@ impl Wal {
         replay_after: Lsn,
     ) -> Result<(Io, Vec<Record>)> {
         let outcome = recovery::recover(fs, segments, replay_after)?;
-        for path in &outcome.discard {
-            fs.remove_file(path).map_err(io_err(path))?;
-        }
-        if !outcome.discard.is_empty() {
-            fs.sync_dir(dir).map_err(io_err(dir))?;
-        }
-        // `segments` ends at the tail segment; discarded ones were never added to it.
         let kept = outcome.segments;
         let Some((_, _, tail_path)) = kept.last().cloned() else {
             return Err(Error::Corruption {
@@ -432,6 +425,17 @@ impl Wal {
                 reason: "no usable log segment".into(),
             });
         };
+        if outcome.last_lsn < replay_after.0 {
+            return Err(Error::Corruption {
+                file: tail_path,
+                offset: outcome.tail_offset,
+                reason: format!(
+                    "the log ends at lsn {} but the checkpoint covers lsn {}: records that were \
+                     synced before the checkpoint are missing",
+                    outcome.last_lsn, replay_after.0
+                ),
+            });
+        }
         let mut file = fs.open_write(&tail_path).map_err(io_err(&tail_path))?;
         if outcome.tail_needs_zeroing {
             tracing::warn!(
@@ -488,7 +492,8 @@ impl Wal {
     }
 
     /// Releases every segment whose records all have lsn ≤ `upto` (they are covered by a
-    /// durable checkpoint). The segment being written is never released.
+    /// durable checkpoint): up to `spare_segments_max` are zeroed and kept for reuse, the rest
+    /// removed. The segment being written is never released. Runs without blocking writers.
     pub fn release_upto(&self, upto: Lsn) -> Result<()> {
         let (released, spares_now) = {
             let mut io = self.shared.io.lock();

@@ -362,3 +362,31 @@ fn writing_across_several_recycled_segments_then_reopening_returns_only_the_new_
     );
     Ok(())
 }
+
+/// Under `Buffered` or `None` a record counts as done once written, so the layer above may
+/// checkpoint it before the log syncs it. After a power cut the log then ends below the
+/// checkpoint. A record committed after that recovery must not receive an lsn the checkpoint
+/// claims to cover, or the next recovery (from the same checkpoint) silently skips it.
+/// Refusing to open is acceptable; losing the record is not.
+#[test]
+fn a_log_that_ends_below_the_checkpoint_is_refused() -> TestResult {
+    // The database syncs the log before every checkpoint, so a log that ends below the
+    // checkpoint's lsn has lost synced records. Writing on would hand out lsns the checkpoint
+    // already covers (and the next open would skip them), so open must refuse.
+    let fs = strict_sim();
+    let opts = options(SEG, SyncPolicy::None, 2);
+    let (wal, _) = open(&fs, &opts, 0)?;
+    write_each(&wal, &sizes(5, 20))?;
+    wal.sync()?;
+    let unsynced = write_each(&wal, &sizes(5, 21))?;
+    let checkpoint = unsynced[unsynced.len() - 1].lsn.0;
+    fs.crash_now();
+    drop(wal);
+    fs.restart();
+    let err = open(&fs, &opts, checkpoint).err();
+    assert!(
+        matches!(&err, Some(Error::Corruption { reason, .. }) if reason.contains("checkpoint")),
+        "{err:?}"
+    );
+    Ok(())
+}

@@ -145,3 +145,77 @@ pub fn written_end(fs: &SimFs, path: &Path) -> std::io::Result<usize> {
 pub fn is_prefix(shorter: &[Record], longer: &[Record]) -> bool {
     shorter.len() <= longer.len() && shorter == &longer[..shorter.len()]
 }
+
+/// A [`FileSystem`] over a [`SimFs`] whose `sync_data` takes as long as a real `fdatasync` on a
+/// fast disk: concurrent committers then reliably find a leader busy syncing, as in
+/// production, instead of racing through an instantaneous in-memory sync one by one.
+#[derive(Debug)]
+pub struct SlowSyncFs {
+    inner: SimFs,
+    delay: std::time::Duration,
+}
+
+impl SlowSyncFs {
+    /// Wraps `inner`; every `sync_data` sleeps `delay` before syncing.
+    pub fn new(inner: &SimFs, delay: std::time::Duration) -> Arc<dyn FileSystem> {
+        Arc::new(SlowSyncFs {
+            inner: inner.clone(),
+            delay,
+        })
+    }
+}
+
+#[derive(Debug)]
+struct SlowSyncFile {
+    inner: Box<dyn vellum_fs::WritableFile>,
+    delay: std::time::Duration,
+}
+
+impl vellum_fs::WritableFile for SlowSyncFile {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.inner.write_at(offset, data)
+    }
+    fn sync_data(&mut self) -> std::io::Result<()> {
+        std::thread::sleep(self.delay);
+        self.inner.sync_data()
+    }
+    fn set_len(&mut self, len: u64) -> std::io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn len(&self) -> std::io::Result<u64> {
+        self.inner.len()
+    }
+}
+
+impl FileSystem for SlowSyncFs {
+    fn create_dir_all(&self, dir: &Path) -> std::io::Result<()> {
+        self.inner.create_dir_all(dir)
+    }
+    fn list(&self, dir: &Path) -> std::io::Result<Vec<String>> {
+        self.inner.list(dir)
+    }
+    fn exists(&self, path: &Path) -> std::io::Result<bool> {
+        self.inner.exists(path)
+    }
+    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        self.inner.read(path)
+    }
+    fn open_write(&self, path: &Path) -> std::io::Result<Box<dyn vellum_fs::WritableFile>> {
+        Ok(Box::new(SlowSyncFile {
+            inner: self.inner.open_write(path)?,
+            delay: self.delay,
+        }))
+    }
+    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.remove_file(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        self.inner.sync_dir(dir)
+    }
+    fn lock_dir(&self, dir: &Path) -> std::io::Result<Box<dyn vellum_fs::DirLock>> {
+        self.inner.lock_dir(dir)
+    }
+}
