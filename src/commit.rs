@@ -71,6 +71,9 @@ fn commit_inner(tx: &Transaction) -> Result<Version> {
     );
     let (version, ticket) = {
         let mut commit = db.commit.lock();
+        // After a log failure, cells of the failed commit sit in storage unpublished; checking
+        // health first reports the failure instead of a retryable conflict against them.
+        db.wal.check_healthy()?;
         validate(tx)?;
         if changes.is_empty() {
             // Preconditions only: they held at this instant; nothing to log.

@@ -290,7 +290,9 @@ impl SimFs {
     /// documentation, handles and locks of the old "process" are fenced off.
     pub fn restart(&self) {
         let mut st = self.state.lock();
-        let inos: Vec<Ino> = st.files.keys().copied().collect();
+        // Visit files in a fixed order so that a crash outcome replays from the seed.
+        let mut inos: Vec<Ino> = st.files.keys().copied().collect();
+        inos.sort_unstable();
         for ino in inos {
             st.crash_file(ino);
         }

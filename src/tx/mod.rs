@@ -143,8 +143,14 @@ impl Transaction {
                 });
             }
         }
-        let added = key.len() + value.map_or(0, <[u8]>::len);
-        let size = self.write_bytes + added;
+        // The limit counts what the commit record will hold: one entry per key, so an
+        // overwrite replaces the size of the value it overwrites.
+        let entry = (table, key.to_vec());
+        let replaced = match self.writes.get(&entry) {
+            Some(old) => entry.1.len() + old.as_ref().map_or(0, Vec::len),
+            None => 0,
+        };
+        let size = self.write_bytes - replaced + key.len() + value.map_or(0, <[u8]>::len);
         if size > TRANSACTION_BYTES_MAX {
             return Err(Error::TransactionTooLarge {
                 size,
@@ -152,8 +158,7 @@ impl Transaction {
             });
         }
         self.write_bytes = size;
-        self.writes
-            .insert((table, key.to_vec()), value.map(<[u8]>::to_vec));
+        self.writes.insert(entry, value.map(<[u8]>::to_vec));
         Ok(())
     }
 
@@ -306,7 +311,9 @@ impl Transaction {
             .map(|(k, _)| k.clone())
             .collect();
         for k in staged {
-            self.writes.remove(&k);
+            if let Some(old) = self.writes.remove(&k) {
+                self.write_bytes -= k.1.len() + old.map_or(0, |v| v.len());
+            }
         }
         self.tables_written.remove(&id);
         self.key_expectations.retain(|e| e.0 != id);

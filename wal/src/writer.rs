@@ -481,6 +481,11 @@ impl Wal {
         self.shared.sync_all()
     }
 
+    /// `Err(Poisoned)` if an earlier write or sync failed.
+    pub fn check_healthy(&self) -> Result<()> {
+        self.shared.lock_state().map(|_| ())
+    }
+
     /// Lsn of the last record made durable.
     pub fn durable_lsn(&self) -> Lsn {
         Lsn(self.shared.state.lock().durable_lsn)
