@@ -69,6 +69,7 @@ fn commit_inner(tx: &Transaction) -> Result<Version> {
         changes.iter().map(|c| (c.table, c.key, c.value)),
         tx.write_bytes,
     );
+    let arrival = db.wal.announce();
     let (version, ticket) = {
         let mut commit = db.commit.lock();
         // After a log failure, cells of the failed commit sit in storage unpublished; checking
@@ -82,6 +83,7 @@ fn commit_inner(tx: &Transaction) -> Result<Version> {
         let version = commit.next_version;
         record::set_version(&mut rec, version);
         let ticket = db.wal.enqueue(&rec)?;
+        drop(arrival);
         commit.next_version = Version(version.0 + 1);
         db.store.apply(version, &changes, &touched);
         (version, ticket)

@@ -4,7 +4,6 @@
 //! segments), `data/` (checkpoints). Opening locks the directory, loads the newest checkpoint,
 //! replays the log after it (see [`crate::recovery`]), then starts the checkpoint worker.
 
-use crate::catalog::CATALOG;
 use crate::error::{io_err, Error, Result};
 use crate::identity;
 use crate::options::{Durability, Options};
@@ -53,8 +52,10 @@ pub(crate) struct DbInner {
     pub commits: AtomicU64,
     pub conflicts: AtomicU64,
     pub checkpoints: AtomicU64,
-    /// Log bytes written when the last checkpoint started.
+    /// Log bytes (see [`DbInner::log_bytes`]) when the last checkpoint started.
     pub wal_bytes_at_checkpoint: AtomicU64,
+    /// Bytes of log replayed at open: they count toward the next checkpoint.
+    pub replayed_log_bytes: u64,
     /// Serialises checkpoints.
     pub checkpoint_lock: Mutex<()>,
     pub worker: Worker,
@@ -125,13 +126,14 @@ impl Db {
         let (wal, records) = Wal::open(fs.clone(), &path.join("wal"), wal_opts, ckpt_lsn, existed)?;
         let (visible, visible_lsn) =
             crate::recovery::replay(&store, &path.join("wal"), ckpt_version, ckpt_lsn, &records)?;
+        let replayed_log_bytes = records.iter().map(|r| r.payload.len() as u64).sum();
         drop(records);
         if !existed {
             let id_path = path.join(identity::FILE_NAME);
             vellum_fs::write_file_atomic(fs.as_ref(), &id_path, &identity::encode())
                 .map_err(io_err(&id_path))?;
         }
-        let next_table = store.max_table_id().0.max(CATALOG.0) + 1;
+        let next_table = store.max_table_id().0 + 1; // ids above the catalog's (0)
         let inner = Arc::new(DbInner {
             path,
             store,
@@ -144,6 +146,7 @@ impl Db {
             conflicts: AtomicU64::new(0),
             checkpoints: AtomicU64::new(0),
             wal_bytes_at_checkpoint: AtomicU64::new(0),
+            replayed_log_bytes,
             checkpoint_lock: Mutex::new(()),
             worker: Worker::default(),
             wal,
@@ -151,6 +154,9 @@ impl Db {
             _lock: lock,
         });
         crate::workers::start(&inner)?;
+        if crate::workers::checkpoint_due(&inner) {
+            inner.worker.nudge();
+        }
         Ok(Db {
             guard: Arc::new(WorkerGuard { db: inner.clone() }),
             inner,
@@ -236,9 +242,14 @@ impl Db {
 }
 
 impl DbInner {
+    /// Log bytes since open, plus the log replayed at open.
+    pub(crate) fn log_bytes(&self) -> u64 {
+        self.wal.stats().bytes + self.replayed_log_bytes
+    }
+
     pub(crate) fn checkpoint(&self) -> Result<()> {
         let _one = self.checkpoint_lock.lock();
-        let bytes = self.wal.stats().bytes;
+        let bytes = self.log_bytes();
         let (version, lsn) = self.snapshots.visible_with_lsn();
         // A checkpoint must never cover log records that are not durable yet (Buffered and
         // None modes): after a power cut the log would end below the checkpoint.

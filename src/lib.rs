@@ -51,7 +51,8 @@ mod workers;
 pub use db::{Db, Stats};
 pub use error::{ConflictKind, ConflictReport, Error, Result};
 pub use options::{
-    Durability, Options, KEY_SIZE_MAX, TABLE_NAME_MAX, TRANSACTION_BYTES_MAX, VALUE_SIZE_MAX,
+    Durability, Options, CHANGE_OVERHEAD_BYTES, KEY_SIZE_MAX, TABLE_NAME_MAX,
+    TRANSACTION_BYTES_MAX, VALUE_SIZE_MAX,
 };
 pub use tx::{Scan, Transaction, Versioned};
 pub use vellum_storage::Version;

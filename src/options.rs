@@ -9,9 +9,14 @@ use vellum_fs::{FileSystem, RealFs};
 pub const KEY_SIZE_MAX: usize = 64 << 10;
 /// Longest value (64 MiB): a value is held in memory whole while it is read or written.
 pub const VALUE_SIZE_MAX: usize = 64 << 20;
-/// Most bytes (keys plus values) one transaction may write (512 MiB): its commit record must
-/// fit one write-ahead-log record (at most 1 GiB) and the write set lives in memory.
+/// Most bytes one transaction may write (512 MiB), counted as keys plus values plus
+/// [`CHANGE_OVERHEAD_BYTES`] per change: its commit record must fit one write-ahead-log record
+/// (at most 1 GiB) and the write set lives in memory.
 pub const TRANSACTION_BYTES_MAX: usize = 512 << 20;
+/// Bytes a change adds to a commit record besides its key and value (table, kind, lengths),
+/// counted toward [`TRANSACTION_BYTES_MAX`].
+pub const CHANGE_OVERHEAD_BYTES: usize = 13;
+
 /// Longest table name in bytes of UTF-8.
 pub const TABLE_NAME_MAX: usize = 255;
 
@@ -29,7 +34,7 @@ pub enum Durability {
         max_delay: Duration,
     },
     /// `commit` returns after the record is handed to the operating system; syncs happen only
-    /// at log rotation and close. For tests and bulk loads.
+    /// at log rotation, open, close and before each checkpoint. For tests and bulk loads.
     None,
 }
 
@@ -43,7 +48,8 @@ pub struct Options {
     /// Preallocated size of each write-ahead-log segment. Default: 64 MiB.
     pub wal_segment_bytes: u64,
     /// A checkpoint is taken in the background once this many bytes were logged since the last
-    /// one, so reopening never replays more than about this much log. Default: 256 MiB.
+    /// one (counting the log replayed at open), so reopening replays about this much log at
+    /// most. Default: 256 MiB.
     pub checkpoint_after_wal_bytes: u64,
     /// The file system all database files go through. Default: the operating system's.
     /// Tests pass a [`crate::fs::SimFs`] to simulate crashes.

@@ -1,7 +1,7 @@
 //! The commit record: one write-ahead-log payload per committed transaction, holding every
 //! table's changes, so multi-table atomicity comes from one record.
 //!
-//! Layout (little-endian; also in `docs/format/wal.md`):
+//! Layout (little-endian; also in `docs/format/checkpoint.md`):
 //!
 //! ```text
 //! format u8 (= 1) | version u64 | change_count u32 | change*

@@ -3,8 +3,9 @@
 //! One thread per database wakes when a commit reports that enough log has accumulated
 //! ([`Options::checkpoint_after_wal_bytes`](crate::Options)) and writes a checkpoint, so the
 //! log and reopen time stay bounded. It holds only a weak reference to the database, so it
-//! never keeps it open; a failed checkpoint is logged and retried at the next trigger (the log
-//! simply stays longer).
+//! never keeps it open. A checkpoint that fails while writing its file is logged and retried at
+//! the next trigger (the log simply stays longer); one that fails to sync or release the log
+//! leaves the log poisoned, and the database then refuses writes (fail-stop).
 
 use crate::db::DbInner;
 use crate::error::{io_err, Result};
@@ -84,7 +85,7 @@ fn run(db: Weak<DbInner>, signal: Arc<(Mutex<Signal>, Condvar)>) {
 
 /// True once enough log accumulated since the last checkpoint.
 pub(crate) fn checkpoint_due(db: &DbInner) -> bool {
-    let written = db.wal.stats().bytes;
+    let written = db.log_bytes();
     let at_last = db.wal_bytes_at_checkpoint.load(Ordering::Relaxed);
     written.saturating_sub(at_last) >= db.opts.checkpoint_after_wal_bytes
 }

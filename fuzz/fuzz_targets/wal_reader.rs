@@ -37,6 +37,7 @@ fn options() -> WalOptions {
         segment_size: SEGMENT_SIZE_MIN,
         sync: SyncPolicy::Immediate,
         spare_segments_max: 2,
+        ..WalOptions::default()
     }
 }
 

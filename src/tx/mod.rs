@@ -16,7 +16,7 @@ pub use scan::Scan;
 use crate::catalog::{self, CATALOG};
 use crate::db::DbInner;
 use crate::error::{Error, Result};
-use crate::options::{KEY_SIZE_MAX, TRANSACTION_BYTES_MAX, VALUE_SIZE_MAX};
+use crate::options::{CHANGE_OVERHEAD_BYTES, KEY_SIZE_MAX, TRANSACTION_BYTES_MAX, VALUE_SIZE_MAX};
 use std::collections::{BTreeMap, HashMap};
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
@@ -147,10 +147,10 @@ impl Transaction {
         // overwrite replaces the size of the value it overwrites.
         let entry = (table, key.to_vec());
         let replaced = match self.writes.get(&entry) {
-            Some(old) => entry.1.len() + old.as_ref().map_or(0, Vec::len),
+            Some(old) => change_size(&entry.1, old.as_deref()),
             None => 0,
         };
-        let size = self.write_bytes - replaced + key.len() + value.map_or(0, <[u8]>::len);
+        let size = self.write_bytes - replaced + change_size(key, value);
         if size > TRANSACTION_BYTES_MAX {
             return Err(Error::TransactionTooLarge {
                 size,
@@ -312,7 +312,7 @@ impl Transaction {
             .collect();
         for k in staged {
             if let Some(old) = self.writes.remove(&k) {
-                self.write_bytes -= k.1.len() + old.map_or(0, |v| v.len());
+                self.write_bytes -= change_size(&k.1, old.as_deref());
             }
         }
         self.tables_written.remove(&id);
@@ -362,6 +362,11 @@ impl Drop for Transaction {
     fn drop(&mut self) {
         self.finish(TxState::RolledBack);
     }
+}
+
+/// Bytes a staged change counts toward [`TRANSACTION_BYTES_MAX`].
+fn change_size(key: &[u8], value: Option<&[u8]>) -> usize {
+    CHANGE_OVERHEAD_BYTES + key.len() + value.map_or(0, <[u8]>::len)
 }
 
 fn map_bound<K: AsRef<[u8]>>(b: Bound<&K>) -> Bound<Vec<u8>> {

@@ -111,10 +111,8 @@ impl Iterator for Scan<'_> {
                 }
                 std::cmp::Ordering::Greater => {}
             }
-            if let Some(((_, key), value)) = own.next() {
-                if let Some(v) = value {
-                    return Some(Ok((key.clone(), v.clone())));
-                }
+            if let Some(((_, key), Some(v))) = own.next() {
+                return Some(Ok((key.clone(), v.clone())));
             }
         }
     }

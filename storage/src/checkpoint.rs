@@ -228,6 +228,9 @@ impl<'a> Cursor<'a> {
 fn parse_entry<'a>(c: &mut Cursor<'a>) -> Option<Entry<'a>> {
     let tag = c.take(1)?[0];
     let table = TableId(c.u32()?);
+    if table > TableId::MAX {
+        return None;
+    }
     let version = Version(c.u64()?);
     match tag {
         TAG_CELL => {

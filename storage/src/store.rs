@@ -109,7 +109,8 @@ impl Store {
     }
 
     /// Applies the changes of one committed transaction at `version`; `touched` lists every
-    /// table whose version becomes `version` (tables written, created or dropped).
+    /// table whose version becomes `version` (the caller decides: vellum passes the tables
+    /// written and the tables created).
     pub fn apply(&self, version: Version, changes: &[Change<'_>], touched: &[TableId]) {
         for c in changes {
             self.mem.insert(c.table, c.key, version, c.value);

@@ -25,7 +25,7 @@ mod segment;
 mod writer;
 
 pub use error::{Error, Result};
-pub use writer::{Record, Ticket, Wal, WalOptions, WalStats};
+pub use writer::{Arrival, Record, Ticket, Wal, WalOptions, WalStats};
 
 /// Log sequence number: the position of a record in the log, contiguous from 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]

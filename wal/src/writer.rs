@@ -36,6 +36,10 @@ pub struct WalOptions {
     pub sync: SyncPolicy,
     /// How many released segments to keep for reuse instead of deleting them.
     pub spare_segments_max: usize,
+    /// Longest time a new leader waits to gather more records into its batch: while
+    /// announced committers ([`Wal::announce`]) have not enqueued yet, or fewer records are
+    /// pending than the previous batch held. A lone committer never waits.
+    pub group_commit_wait: Duration,
 }
 
 impl Default for WalOptions {
@@ -44,6 +48,7 @@ impl Default for WalOptions {
             segment_size: 64 << 20,
             sync: SyncPolicy::Immediate,
             spare_segments_max: 2,
+            group_commit_wait: Duration::from_micros(200),
         }
     }
 }
@@ -72,11 +77,12 @@ impl Ticket {
 /// Counters of the log since open.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WalStats {
-    /// Records enqueued.
+    /// Records enqueued (including the log's own marks written at open and close).
     pub records: u64,
     /// Leader rounds that wrote at least one record.
     pub batches: u64,
-    /// `fdatasync` calls.
+    /// `fdatasync` calls on live segments for commits (not those of segment creation,
+    /// recovery or spare zeroing).
     pub syncs: u64,
     /// Frame bytes enqueued.
     pub bytes: u64,
@@ -93,6 +99,10 @@ struct State {
     leader: bool,
     poisoned: Option<String>,
     stats: WalStats,
+    /// Committers that announced themselves and have not enqueued yet.
+    arriving: usize,
+    /// Records in the previous leader's batch.
+    last_batch: usize,
 }
 
 #[derive(Debug)]
@@ -114,6 +124,8 @@ struct Shared {
     opts: WalOptions,
     state: Mutex<State>,
     cond: Condvar,
+    /// Signalled when an announced committer enqueues or gives up.
+    arrivals: Condvar,
     io: Mutex<Io>,
     stop: Mutex<bool>,
     stop_cond: Condvar,
@@ -225,6 +237,9 @@ impl Shared {
         st.pending_frames.push((lsn, kind, payload.len()));
         st.stats.records += 1;
         st.stats.bytes += (FRAME_HEADER_SIZE + payload.len()) as u64;
+        if st.leader {
+            self.arrivals.notify_all();
+        }
         Ok(Ticket(Lsn(lsn)))
     }
 
@@ -251,6 +266,7 @@ impl Shared {
                 continue;
             }
             st.leader = true;
+            self.gather(&mut st);
             let mut batch = std::mem::take(&mut st.pending);
             let frames = std::mem::take(&mut st.pending_frames);
             let sync = st.sync_wanted > st.durable_lsn;
@@ -273,6 +289,7 @@ impl Shared {
             st.stats.syncs += syncs;
             if !frames.is_empty() {
                 st.stats.batches += 1;
+                st.last_batch = frames.len();
             }
             match result {
                 Ok(()) => {
@@ -292,6 +309,21 @@ impl Shared {
                 }
             }
             self.cond.notify_all();
+        }
+    }
+
+    /// Called by a new leader: waits (bounded) for committers that are about to enqueue.
+    fn gather(&self, st: &mut MutexGuard<'_, State>) {
+        let wait = self.opts.group_commit_wait;
+        let more_expected = |st: &State| st.arriving > 0 || st.pending_frames.len() < st.last_batch;
+        if wait.is_zero() || !more_expected(st) || st.pending_frames.is_empty() {
+            return;
+        }
+        let deadline = std::time::Instant::now() + wait;
+        while more_expected(st) {
+            if self.arrivals.wait_until(st, deadline).timed_out() {
+                break;
+            }
         }
     }
 
@@ -379,8 +411,11 @@ impl Wal {
                 leader: false,
                 poisoned: None,
                 stats: WalStats::default(),
+                arriving: 0,
+                last_batch: 0,
             }),
             cond: Condvar::new(),
+            arrivals: Condvar::new(),
             io: Mutex::new(io),
             stop: Mutex::new(false),
             stop_cond: Condvar::new(),
@@ -463,6 +498,17 @@ impl Wal {
             syncs: 1,
         };
         Ok((io, outcome.records))
+    }
+
+    /// Announces a committer that will enqueue a record soon, so a leader starting meanwhile
+    /// waits (up to [`WalOptions::group_commit_wait`]) to include it. The announcement ends
+    /// when the returned guard is dropped: drop it right after [`Wal::enqueue`], or on any
+    /// path that does not enqueue.
+    pub fn announce(&self) -> Arrival<'_> {
+        self.shared.state.lock().arriving += 1;
+        Arrival {
+            shared: &self.shared,
+        }
     }
 
     /// Appends a record to the pending batch and returns its ticket. No I/O happens here.
@@ -558,6 +604,23 @@ impl Drop for Wal {
     fn drop(&mut self) {
         if let Err(e) = self.close() {
             tracing::debug!(error = %e, "write-ahead log close failed");
+        }
+    }
+}
+
+/// An announced committer; see [`Wal::announce`].
+#[derive(Debug)]
+#[must_use = "the announcement ends when the guard is dropped"]
+pub struct Arrival<'a> {
+    shared: &'a Shared,
+}
+
+impl Drop for Arrival<'_> {
+    fn drop(&mut self) {
+        let mut st = self.shared.state.lock();
+        st.arriving -= 1;
+        if st.leader {
+            self.shared.arrivals.notify_all();
         }
     }
 }

@@ -124,7 +124,7 @@ fn concurrent_committers_share_syncs_and_every_record_is_recovered_once() -> Tes
     let opts = options(65536, SyncPolicy::Immediate, 2);
     // Syncs take 100 µs, like a fast disk's fdatasync, so committers overlap with a leader's
     // sync even on a machine with few cores.
-    let slow = SlowSyncFs::new(&fs, std::time::Duration::from_micros(100));
+    let slow = SlowSyncFs::wrap(&fs, std::time::Duration::from_micros(100));
     let (wal, _) = Wal::open(slow, &dir(), opts.clone(), Lsn(0), false)?;
     let lsns = commit_concurrently(&wal, |i| (i % 50) as usize)?;
     let stats = wal.stats();

@@ -41,6 +41,7 @@ pub fn options(segment_size: u64, sync: SyncPolicy, spare_segments_max: usize) -
         segment_size,
         sync,
         spare_segments_max,
+        ..WalOptions::default()
     }
 }
 
@@ -157,7 +158,7 @@ pub struct SlowSyncFs {
 
 impl SlowSyncFs {
     /// Wraps `inner`; every `sync_data` sleeps `delay` before syncing.
-    pub fn new(inner: &SimFs, delay: std::time::Duration) -> Arc<dyn FileSystem> {
+    pub fn wrap(inner: &SimFs, delay: std::time::Duration) -> Arc<dyn FileSystem> {
         Arc::new(SlowSyncFs {
             inner: inner.clone(),
             delay,

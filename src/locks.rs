@@ -1,0 +1,180 @@
+//! Exclusive key locks for pessimistic transactions, with deadlock detection.
+//!
+//! A pessimistic transaction locks a key before writing it (and on `get_for_update`); locks are
+//! held until the transaction ends. A request for a key held by another transaction waits, up
+//! to the lock-wait timeout or the transaction's deadline.
+//!
+//! Deadlocks are found on the wait-for graph at the moment a wait would close a cycle: every
+//! waiting transaction waits for exactly one holder (locks are exclusive), so following the
+//! chain of holders from the requested key's holder either ends or comes back to the
+//! requester. If it comes back, the requester is the victim: it gets [`Error::Deadlock`] naming
+//! every transaction and key of the cycle, and waits for nothing. Exactly one transaction per
+//! cycle is chosen, because a cycle is closed by exactly one wait.
+//!
+//! Invariants: `holders[k] = t` iff `k ∈ held[t]`; `waiting[t] = (h, k)` only while `t` is
+//! blocked in [`LockManager::lock`], and then `holders[k] = h`.
+
+use crate::error::{DeadlockEdge, DeadlockReport, Error, Result};
+use parking_lot::{Condvar, Mutex};
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+use vellum_storage::TableId;
+
+/// Identifier of a transaction, unique while the database is open.
+pub(crate) type TxId = u64;
+
+type LockKey = (TableId, Vec<u8>);
+
+#[derive(Debug, Default)]
+struct Table {
+    holders: HashMap<LockKey, TxId>,
+    held: HashMap<TxId, Vec<LockKey>>,
+    waiting: HashMap<TxId, (TxId, LockKey)>,
+    /// Who each transaction is, for reports: (label, table names by id).
+    labels: HashMap<TxId, Option<String>>,
+    names: HashMap<TableId, String>,
+}
+
+/// Why a lock request failed before the lock was granted.
+#[derive(Debug)]
+pub(crate) enum LockFailure {
+    /// The wait would close a cycle; this transaction is the victim.
+    Deadlock(Box<DeadlockReport>),
+    /// The deadline passed while waiting; `by_transaction` says it was the transaction's own
+    /// deadline rather than the lock-wait timeout.
+    TimedOut { by_transaction: bool },
+}
+
+/// The lock table of one database.
+#[derive(Debug, Default)]
+pub(crate) struct LockManager {
+    table: Mutex<Table>,
+    released: Condvar,
+}
+
+impl LockManager {
+    /// Locks `key` for `tx`, waiting until `lock_deadline` (lock-wait timeout) or `tx_deadline`.
+    pub fn lock(
+        &self,
+        tx: TxId,
+        label: Option<&str>,
+        table_name: &str,
+        key: LockKey,
+        lock_deadline: Instant,
+        tx_deadline: Option<Instant>,
+    ) -> std::result::Result<(), LockFailure> {
+        let mut t = self.table.lock();
+        t.labels
+            .entry(tx)
+            .or_insert_with(|| label.map(str::to_string));
+        t.names
+            .entry(key.0)
+            .or_insert_with(|| table_name.to_string());
+        loop {
+            let holder = match t.holders.get(&key) {
+                None => {
+                    t.holders.insert(key.clone(), tx);
+                    t.held.entry(tx).or_default().push(key);
+                    return Ok(());
+                }
+                Some(&h) if h == tx => return Ok(()),
+                Some(&h) => h,
+            };
+            if let Some(report) = find_cycle(&t, tx, holder, &key) {
+                return Err(LockFailure::Deadlock(Box::new(report)));
+            }
+            let deadline = match tx_deadline {
+                Some(d) if d < lock_deadline => d,
+                _ => lock_deadline,
+            };
+            t.waiting.insert(tx, (holder, key.clone()));
+            let timed_out = self.released.wait_until(&mut t, deadline).timed_out();
+            t.waiting.remove(&tx);
+            if timed_out && t.holders.get(&key).is_some_and(|&h| h != tx) {
+                let by_transaction = tx_deadline.is_some_and(|d| d <= lock_deadline);
+                return Err(LockFailure::TimedOut { by_transaction });
+            }
+        }
+    }
+
+    /// True if `key` is locked by a transaction other than `tx`.
+    pub fn locked_by_other(&self, tx: Option<TxId>, key: &LockKey) -> Option<TxId> {
+        let t = self.table.lock();
+        t.holders.get(key).copied().filter(|&h| Some(h) != tx)
+    }
+
+    /// Releases every lock of `tx` and wakes waiters.
+    pub fn release_all(&self, tx: TxId) {
+        let mut t = self.table.lock();
+        t.labels.remove(&tx);
+        if let Some(keys) = t.held.remove(&tx) {
+            for k in keys {
+                t.holders.remove(&k);
+            }
+            self.released.notify_all();
+        }
+    }
+}
+
+/// Follows the chain of holders from `holder`; if it leads back to `tx`, returns the cycle.
+fn find_cycle(t: &Table, tx: TxId, holder: TxId, key: &LockKey) -> Option<DeadlockReport> {
+    let mut edges = vec![(tx, key.clone(), holder)];
+    let mut seen = HashSet::from([tx]);
+    let mut current = holder;
+    while let Some((next, k)) = t.waiting.get(&current) {
+        edges.push((current, k.clone(), *next));
+        if *next == tx {
+            return Some(report(t, edges));
+        }
+        if !seen.insert(current) {
+            return None; // a cycle not through `tx`: someone else closed it and is its victim
+        }
+        current = *next;
+    }
+    None
+}
+
+fn report(t: &Table, edges: Vec<(TxId, LockKey, TxId)>) -> DeadlockReport {
+    let label = |id: TxId| t.labels.get(&id).cloned().flatten();
+    DeadlockReport {
+        cycle: edges
+            .into_iter()
+            .map(|(waiter, (table, key), holder)| DeadlockEdge {
+                waiter,
+                waiter_label: label(waiter),
+                holder,
+                holder_label: label(holder),
+                table: t
+                    .names
+                    .get(&table)
+                    .cloned()
+                    .unwrap_or_else(|| format!("#{}", table.0)),
+                key,
+            })
+            .collect(),
+    }
+}
+
+impl LockFailure {
+    /// The public error for this failure.
+    pub fn into_error(self, label: Option<&str>) -> Error {
+        match self {
+            LockFailure::Deadlock(report) => Error::Deadlock(report),
+            LockFailure::TimedOut {
+                by_transaction: true,
+            } => Error::Timeout {
+                label: label.map(str::to_string),
+            },
+            LockFailure::TimedOut {
+                by_transaction: false,
+            } => Error::LockTimeout {
+                label: label.map(str::to_string),
+            },
+        }
+    }
+}
+
+/// Convenience for callers that only need `Result<()>`.
+pub(crate) fn lock_result(r: std::result::Result<(), LockFailure>, label: Option<&str>) -> Result<()> {
+    r.map_err(|f| f.into_error(label))
+}
