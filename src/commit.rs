@@ -1,10 +1,9 @@
-//! The commit pipeline.
+//! The commit pipeline, and two-phase commit's prepare/resolve.
 //!
 //! ```text
 //! encode record (no lock)
 //! ── commit lock ──────────────────────────────────────────────
-//!   validate: write-write conflicts (first committer wins), catalog changes of written
-//!             tables, put_if_version and expect_table_version preconditions
+//!   validate (see `validate`)
 //!   assign version = next_version++
 //!   enqueue the commit record in the WAL (memory only)
 //!   apply the changes to storage at that version (invisible to readers until published)
@@ -20,12 +19,20 @@
 //! If the WAL fails, it refuses all later records (fail-stop) and nothing above the failed
 //! version is ever published; the failed commit's outcome is unknown to the caller (it may be
 //! durable), as with any database whose fsync fails.
+//!
+//! Serializable validation is backward validation: a read-write transaction commits only if
+//! nothing it read (keys, scanned ranges, catalog entries) changed between its snapshot and its
+//! commit, so its reads equal the state at its commit point and the committed history is
+//! equivalent to running transactions one at a time in commit-version order. Read-only
+//! transactions read a state of that serial history and are never validated.
 
-use crate::catalog::CATALOG;
-use crate::db::DbInner;
+use crate::catalog::{self, CATALOG};
+use crate::db::{Db, DbInner};
 use crate::error::{ConflictKind, ConflictReport, Error, Result};
+use crate::prepared::{PreparedTx, GLOBAL_ID_MAX};
 use crate::record;
-use crate::tx::{Transaction, TxState};
+use crate::tx::{Isolation, Transaction, TxState};
+use std::ops::Bound;
 use std::sync::atomic::Ordering;
 use vellum_storage::{Change, TableId, Version};
 
@@ -35,7 +42,9 @@ impl Transaction {
     /// version if there was nothing to write. On [`Error::Conflict`] nothing was written.
     pub fn commit(mut self) -> Result<Version> {
         self.check_active()?;
-        let has_checks = !self.key_expectations.is_empty() || !self.table_expectations.is_empty();
+        let has_checks = !self.key_expectations.is_empty()
+            || !self.table_expectations.is_empty()
+            || !self.checked_reads.is_empty();
         if self.writes.is_empty() && !has_checks {
             self.finish(TxState::Committed);
             return Ok(self.snapshot);
@@ -51,19 +60,48 @@ impl Transaction {
         });
         result
     }
+
+    /// Phase one of two-phase commit: validates like a commit, durably logs the whole write
+    /// set under `global_id`, and reserves the transaction's keys so that no other commit can
+    /// invalidate it. Afterwards [`Db::commit_prepared`] cannot fail on conflicts, and the
+    /// prepared transaction survives crashes ([`Db::prepared`] lists it after reopen).
+    pub fn prepare(mut self, global_id: &str) -> Result<()> {
+        self.check_active()?;
+        if self.config.read_only {
+            return Err(Error::ReadOnly);
+        }
+        if global_id.is_empty() || global_id.len() > GLOBAL_ID_MAX {
+            return Err(Error::InvalidArgument(format!(
+                "a global id must have 1 to {GLOBAL_ID_MAX} bytes"
+            )));
+        }
+        let result = prepare_inner(&self, global_id);
+        if let Err(Error::Conflict(_)) = &result {
+            self.db.conflicts.fetch_add(1, Ordering::Relaxed);
+        }
+        self.finish(if result.is_ok() {
+            TxState::Prepared
+        } else {
+            TxState::RolledBack
+        });
+        result
+    }
 }
 
-fn commit_inner(tx: &Transaction) -> Result<Version> {
-    let db = &tx.db;
-    let changes: Vec<Change<'_>> = tx
-        .writes
+fn change_list(tx: &Transaction) -> Vec<Change<'_>> {
+    tx.writes
         .iter()
         .map(|((table, key), value)| Change {
             table: *table,
             key,
             value: value.as_deref(),
         })
-        .collect();
+        .collect()
+}
+
+fn commit_inner(tx: &Transaction) -> Result<Version> {
+    let db = &tx.db;
+    let changes = change_list(tx);
     let touched = record::touched_tables(&changes);
     let mut rec = record::encode(
         changes.iter().map(|c| (c.table, c.key, c.value)),
@@ -86,32 +124,183 @@ fn commit_inner(tx: &Transaction) -> Result<Version> {
         drop(arrival);
         commit.next_version = Version(version.0 + 1);
         db.store.apply(version, &changes, &touched);
+        db.remember_label(version, tx.config.label.as_deref());
         (version, ticket)
     };
     drop(rec);
     db.wal.wait(ticket)?;
-    db.snapshots.publish(version, ticket.lsn());
-    db.commits.fetch_add(1, Ordering::Relaxed);
-    if crate::workers::checkpoint_due(db) {
-        db.worker.nudge();
-    }
+    db.published(version, ticket.lsn());
     Ok(version)
 }
 
-fn conflict(
-    tx: &Transaction,
-    kind: ConflictKind,
-    table: &str,
-    key: Option<&[u8]>,
-    winner: Version,
-) -> Error {
-    Error::Conflict(Box::new(ConflictReport {
-        kind,
-        table: table.to_string(),
-        key: key.map(<[u8]>::to_vec),
-        snapshot: tx.snapshot,
-        winner,
-    }))
+fn prepare_inner(tx: &Transaction, gid: &str) -> Result<()> {
+    let db = &tx.db;
+    let mut keys: Vec<(TableId, Vec<u8>)> = tx
+        .tables_written
+        .values()
+        .map(|name| (CATALOG, name.as_bytes().to_vec()))
+        .collect();
+    keys.extend(tx.checked_reads.keys().cloned());
+    let mut ranges = Vec::new();
+    if tx.config.isolation == Isolation::Serializable {
+        let reads = tx.reads.borrow();
+        keys.extend(reads.keys.iter().cloned());
+        ranges.extend(reads.ranges.iter().cloned());
+    }
+    let prepared = PreparedTx {
+        gid: gid.to_string(),
+        label: tx.config.label.clone(),
+        changes: tx
+            .writes
+            .iter()
+            .map(|((t, k), v)| (*t, k.clone(), v.clone()))
+            .collect(),
+        keys,
+        ranges,
+    };
+    let rec = prepared.encode_record();
+    let arrival = db.wal.announce();
+    let ticket = {
+        let _commit = db.commit.lock();
+        db.wal.check_healthy()?;
+        if db.two_phase.lock().contains(gid) {
+            return Err(Error::DuplicateGlobalId(gid.to_string()));
+        }
+        validate(tx)?;
+        let ticket = db.wal.enqueue(&rec)?;
+        drop(arrival);
+        db.two_phase.lock().insert(prepared);
+        ticket
+    };
+    db.wal.wait(ticket)?;
+    Ok(())
+}
+
+impl Db {
+    /// Phase two: commits the prepared transaction `global_id`, atomically across its tables.
+    /// Cannot fail on conflicts (its keys were reserved); fails only on I/O errors or an
+    /// unknown id.
+    pub fn commit_prepared(&self, global_id: &str) -> Result<Version> {
+        let db = &self.inner;
+        let arrival = db.wal.announce();
+        let (version, ticket) = {
+            let mut commit = db.commit.lock();
+            db.wal.check_healthy()?;
+            let Some(prepared) = db.two_phase.lock().remove(global_id) else {
+                return Err(Error::PreparedNotFound(global_id.to_string()));
+            };
+            let changes: Vec<Change<'_>> = prepared.change_refs().collect();
+            let touched = record::touched_tables(&changes);
+            let version = commit.next_version;
+            let mut rec = record::encode_commit_prepared(
+                global_id,
+                changes.iter().map(|c| (c.table, c.key, c.value)),
+            );
+            record::set_version(&mut rec, version);
+            let ticket = match db.wal.enqueue(&rec) {
+                Ok(t) => t,
+                Err(e) => {
+                    db.two_phase.lock().insert(prepared.clone());
+                    return Err(e.into());
+                }
+            };
+            drop(arrival);
+            commit.next_version = Version(version.0 + 1);
+            db.store.apply(version, &changes, &touched);
+            db.remember_label(version, prepared.label.as_deref());
+            (version, ticket)
+        };
+        db.wal.wait(ticket)?;
+        db.published(version, ticket.lsn());
+        Ok(version)
+    }
+
+    /// Rolls back the prepared transaction `global_id` and releases its reservations.
+    pub fn rollback_prepared(&self, global_id: &str) -> Result<()> {
+        let db = &self.inner;
+        let ticket = {
+            let _commit = db.commit.lock();
+            db.wal.check_healthy()?;
+            let Some(prepared) = db.two_phase.lock().remove(global_id) else {
+                return Err(Error::PreparedNotFound(global_id.to_string()));
+            };
+            match db.wal.enqueue(&record::encode_rollback_prepared(global_id)) {
+                Ok(t) => t,
+                Err(e) => {
+                    db.two_phase.lock().insert(prepared);
+                    return Err(e.into());
+                }
+            }
+        };
+        db.wal.wait(ticket)?;
+        Ok(())
+    }
+}
+
+impl DbInner {
+    /// Publishes a durable commit and counts it.
+    fn published(&self, version: Version, lsn: vellum_wal::Lsn) {
+        self.snapshots.publish(version, lsn);
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        if crate::workers::checkpoint_due(self) {
+            self.worker.nudge();
+        }
+    }
+}
+
+struct Reporter<'a> {
+    tx: &'a Transaction,
+}
+
+impl Reporter<'_> {
+    fn conflict(
+        &self,
+        kind: ConflictKind,
+        table: &str,
+        key: Option<&[u8]>,
+        winner: Version,
+    ) -> Error {
+        Error::Conflict(Box::new(ConflictReport {
+            kind,
+            table: table.to_string(),
+            key: key.map(<[u8]>::to_vec),
+            snapshot: self.tx.snapshot,
+            winner,
+            label: self.tx.config.label.clone(),
+            winner_label: self.tx.db.label_of(winner),
+        }))
+    }
+
+    /// The name to report for a table id.
+    fn name(&self, table: TableId, key: &[u8]) -> String {
+        if table == CATALOG {
+            return String::from_utf8_lossy(key).into_owned();
+        }
+        if let Some(n) = self.tx.tables_written.get(&table) {
+            return n.clone();
+        }
+        if let Some(n) = self.tx.reads.borrow().names.get(&table) {
+            return n.clone();
+        }
+        if let Some((_, (n, _))) = self.tx.checked_reads.range((table, Vec::new())..).next() {
+            return n.clone();
+        }
+        format!("#{}", table.0)
+    }
+
+    /// A conflict on a key: catalog keys are reported as the table they name.
+    fn on_key(&self, kind: ConflictKind, table: TableId, key: &[u8], winner: Version) -> Error {
+        let name = self.name(table, key);
+        if table == CATALOG {
+            let kind = if matches!(kind, ConflictKind::WriteWrite) {
+                ConflictKind::TableChanged
+            } else {
+                kind
+            };
+            return self.conflict(kind, &name, None, winner);
+        }
+        self.conflict(kind, &name, Some(key), winner)
+    }
 }
 
 /// The newest committed version of a live key, or zero if absent or deleted.
@@ -123,33 +312,96 @@ fn key_version(db: &DbInner, table: TableId, key: &[u8]) -> Result<Version> {
         .map_or(Version::ZERO, |f| f.version))
 }
 
-/// Runs under the commit lock.
+fn newest(db: &DbInner, table: TableId, key: &[u8]) -> Result<Version> {
+    Ok(db
+        .store
+        .latest_version(table, key)?
+        .unwrap_or(Version::ZERO))
+}
+
+/// Runs under the commit lock. Checks, in order: reservations of prepared transactions and
+/// locks of pessimistic ones on every written key; write-write conflicts (not under
+/// `ReadCommitted`); the catalog entries of written tables; keys read for update; the read set
+/// (`Serializable`); compare-and-swap preconditions.
 fn validate(tx: &Transaction) -> Result<()> {
     let db = &tx.db;
-    for (table, key) in tx.writes.keys() {
-        if let Some(v) = db.store.latest_version(*table, key)? {
-            if v > tx.snapshot {
-                let name = table_name(tx, *table, key);
-                let key = (*table != CATALOG).then_some(key.as_slice());
-                let kind = if *table == CATALOG {
-                    ConflictKind::TableChanged
-                } else {
-                    ConflictKind::WriteWrite
+    let r = Reporter { tx };
+    {
+        let two = db.two_phase.lock();
+        for (table, key) in tx.writes.keys() {
+            if let Some(gid) = two.reserved_by(*table, key) {
+                let kind = ConflictKind::Reserved {
+                    global_id: gid.to_string(),
                 };
-                return Err(conflict(tx, kind, &name, key, v));
+                return Err(r.on_key(kind, *table, key, newest(db, *table, key)?));
+            }
+        }
+    }
+    if !tx.config.pessimistic {
+        for (table, key) in tx.writes.keys() {
+            let entry = (*table, key.clone());
+            if db.locks.locked_by_other(Some(tx.id), &entry).is_some() {
+                return Err(r.on_key(ConflictKind::Locked, *table, key, newest(db, *table, key)?));
+            }
+        }
+    }
+    if tx.config.isolation != Isolation::ReadCommitted {
+        for (table, key) in tx.writes.keys() {
+            let baseline = tx
+                .checked_reads
+                .get(&(*table, key.clone()))
+                .map_or(tx.snapshot, |(_, v)| (*v).max(tx.snapshot));
+            let v = newest(db, *table, key)?;
+            if v > baseline {
+                return Err(r.on_key(ConflictKind::WriteWrite, *table, key, v));
             }
         }
     }
     for (table, name) in &tx.tables_written {
         if tx.writes.contains_key(&(CATALOG, name.as_bytes().to_vec())) {
-            continue; // created in this transaction: covered by the catalog key itself
+            continue; // created or dropped here: covered by the catalog key itself
         }
-        if let Some(v) = db.store.latest_version(CATALOG, name.as_bytes())? {
+        let current = db.store.get(CATALOG, name.as_bytes(), Version::MAX)?;
+        let same_table = current
+            .as_ref()
+            .and_then(|f| f.value.as_deref())
+            .and_then(catalog::decode_id)
+            == Some(*table);
+        let changed = match tx.config.isolation {
+            Isolation::ReadCommitted => !same_table,
+            _ => !same_table || current.as_ref().is_some_and(|f| f.version > tx.snapshot),
+        };
+        if changed {
+            let v = current.map_or(Version::ZERO, |f| f.version);
+            return Err(r.conflict(ConflictKind::TableChanged, name, None, v));
+        }
+    }
+    for ((table, key), (_, baseline)) in &tx.checked_reads {
+        let v = newest(db, *table, key)?;
+        if v > *baseline {
+            return Err(r.on_key(ConflictKind::ReadWrite, *table, key, v));
+        }
+    }
+    if tx.config.isolation == Isolation::Serializable {
+        let reads = tx.reads.borrow();
+        for (table, key) in &reads.keys {
+            let v = newest(db, *table, key)?;
             if v > tx.snapshot {
-                return Err(conflict(tx, ConflictKind::TableChanged, name, None, v));
+                return Err(r.on_key(ConflictKind::ReadWrite, *table, key, v));
             }
         }
-        debug_assert!(*table != CATALOG);
+        for (table, lower, upper) in &reads.ranges {
+            let changed =
+                db.store
+                    .change_in_range(*table, as_slice(lower), as_slice(upper), tx.snapshot)?;
+            if let Some((key, v)) = changed {
+                if *table == CATALOG {
+                    return Err(r.on_key(ConflictKind::Phantom, *table, &key, v));
+                }
+                let name = r.name(*table, &key);
+                return Err(r.conflict(ConflictKind::Phantom, &name, Some(&key), v));
+            }
+        }
     }
     for (table, name, key, expected) in &tx.key_expectations {
         let actual = key_version(db, *table, key)?;
@@ -157,7 +409,7 @@ fn validate(tx: &Transaction) -> Result<()> {
             let kind = ConflictKind::KeyVersion {
                 expected: *expected,
             };
-            return Err(conflict(tx, kind, name, Some(key), actual));
+            return Err(r.conflict(kind, name, Some(key), actual));
         }
     }
     for (table, name, expected) in &tx.table_expectations {
@@ -169,20 +421,16 @@ fn validate(tx: &Transaction) -> Result<()> {
             let kind = ConflictKind::TableVersion {
                 expected: *expected,
             };
-            return Err(conflict(tx, kind, name, None, actual));
+            return Err(r.conflict(kind, name, None, actual));
         }
     }
     Ok(())
 }
 
-/// The name to report for a conflicting write: the table's name, or for a catalog key the
-/// table name it holds.
-fn table_name(tx: &Transaction, table: TableId, key: &[u8]) -> String {
-    if table == CATALOG {
-        return String::from_utf8_lossy(key).into_owned();
+fn as_slice(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    match b {
+        Bound::Included(k) => Bound::Included(k.as_slice()),
+        Bound::Excluded(k) => Bound::Excluded(k.as_slice()),
+        Bound::Unbounded => Bound::Unbounded,
     }
-    tx.tables_written
-        .get(&table)
-        .cloned()
-        .unwrap_or_else(|| format!("#{}", table.0))
 }

@@ -6,14 +6,18 @@
 
 use crate::error::{io_err, Error, Result};
 use crate::identity;
+use crate::locks::{LockManager, TxId};
 use crate::options::{Durability, Options};
+use crate::prepared::{PreparedInfo, TwoPhase};
 use crate::snapshots::Snapshots;
-use crate::tx::{Transaction, TxMode};
+use crate::tx::{Transaction, TxBuilder};
 use crate::workers::Worker;
 use parking_lot::Mutex;
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use vellum_fs::{DirLock, FileSystem};
 use vellum_storage::{Store, TableId, Version};
 use vellum_wal::{Lsn, SyncPolicy, Wal, WalOptions, WalStats};
@@ -59,8 +63,16 @@ pub(crate) struct DbInner {
     /// Serialises checkpoints.
     pub checkpoint_lock: Mutex<()>,
     pub worker: Worker,
+    pub locks: LockManager,
+    pub two_phase: Mutex<TwoPhase>,
+    next_tx: AtomicU64,
+    /// Labels of recent commits, for conflict reports: (version, label), oldest first.
+    recent_labels: Mutex<VecDeque<(Version, String)>>,
     _lock: Box<dyn DirLock>,
 }
+
+/// How many recent commit labels are kept for conflict reports.
+const RECENT_LABELS_MAX: usize = 4096;
 
 /// An open database. Cheap to clone; all clones share one database. Dropping the last clone
 /// (and every transaction) closes it: the log is synced and marked closed.
@@ -107,11 +119,15 @@ impl Db {
             }
         })?;
         let (store, checkpoint) = Store::open(fs.clone(), &path.join("data"))?;
+        let mut two_phase = TwoPhase::default();
         let (ckpt_version, ckpt_lsn) = match &checkpoint {
-            Some(info) => (
-                info.version,
-                crate::recovery::decode_meta(&info.path, &info.meta)?,
-            ),
+            Some(info) => {
+                let (lsn, prepared) = crate::recovery::decode_meta(&info.path, &info.meta)?;
+                for p in prepared {
+                    two_phase.insert(p);
+                }
+                (info.version, lsn)
+            }
             None => (Version::ZERO, Lsn(0)),
         };
         let wal_opts = WalOptions {
@@ -124,8 +140,14 @@ impl Db {
             ..WalOptions::default()
         };
         let (wal, records) = Wal::open(fs.clone(), &path.join("wal"), wal_opts, ckpt_lsn, existed)?;
-        let (visible, visible_lsn) =
-            crate::recovery::replay(&store, &path.join("wal"), ckpt_version, ckpt_lsn, &records)?;
+        let (visible, visible_lsn) = crate::recovery::replay(
+            &store,
+            &mut two_phase,
+            &path.join("wal"),
+            ckpt_version,
+            ckpt_lsn,
+            &records,
+        )?;
         let replayed_log_bytes = records.iter().map(|r| r.payload.len() as u64).sum();
         drop(records);
         if !existed {
@@ -149,6 +171,10 @@ impl Db {
             replayed_log_bytes,
             checkpoint_lock: Mutex::new(()),
             worker: Worker::default(),
+            locks: LockManager::default(),
+            two_phase: Mutex::new(two_phase),
+            next_tx: AtomicU64::new(1),
+            recent_labels: Mutex::new(VecDeque::new()),
             wal,
             opts,
             _lock: lock,
@@ -163,15 +189,52 @@ impl Db {
         })
     }
 
-    /// Begins a read-write transaction at the newest committed version.
+    /// Begins a read-write transaction at the newest committed version, with the default
+    /// settings (snapshot isolation, optimistic). [`Db::tx`] configures one.
     pub fn begin(&self) -> Result<Transaction> {
-        Ok(Transaction::new(self.inner.clone(), TxMode::ReadWrite))
+        self.tx().begin()
     }
 
     /// Begins a read-only transaction. It never blocks and never aborts; writes are refused
     /// with [`Error::ReadOnly`].
     pub fn begin_read(&self) -> Result<Transaction> {
-        Ok(Transaction::new(self.inner.clone(), TxMode::ReadOnly))
+        self.tx().read_only().begin()
+    }
+
+    /// A builder for a transaction: isolation, pessimistic mode, timeout, read-only, label,
+    /// retries; ending in `.begin()` or `.run(|tx| ..)`.
+    pub fn tx(&self) -> TxBuilder<'_> {
+        TxBuilder::new(self)
+    }
+
+    /// Runs `f` in a transaction and commits, retrying the whole transaction on retryable
+    /// errors (conflicts, deadlocks, lock-wait timeouts) with exponential backoff and jitter,
+    /// as [`Options::retry`] allows. When retries run out the error is
+    /// [`Error::RetriesExhausted`], saying how many attempts were made.
+    pub fn run<T>(&self, f: impl FnMut(&mut Transaction) -> Result<T>) -> Result<T> {
+        self.tx().run(f)
+    }
+
+    /// The prepared (two-phase commit) transactions awaiting [`Db::commit_prepared`] or
+    /// [`Db::rollback_prepared`], including those recovered after a crash.
+    pub fn prepared(&self) -> Vec<PreparedInfo> {
+        self.inner.two_phase.lock().list()
+    }
+
+    /// Waits until the visible version reaches `version` or `timeout` passes; returns whether
+    /// it did. A commit's winner in a conflict report becomes visible shortly after it is
+    /// durable; waiting for it avoids retrying against a snapshot that cannot see it.
+    pub fn wait_for_version(&self, version: Version, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.inner.snapshots.visible() >= version {
+                return true;
+            }
+            if Instant::now() >= deadline || self.inner.wal.check_healthy().is_err() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_micros(20));
+        }
     }
 
     /// Runs `f` in a transaction: commits if it returns `Ok`, rolls back if it returns `Err`
@@ -251,16 +314,43 @@ impl DbInner {
         let _one = self.checkpoint_lock.lock();
         let bytes = self.log_bytes();
         let (version, lsn) = self.snapshots.visible_with_lsn();
+        // Taken after (version, lsn): it holds every prepare logged at or below lsn; replay
+        // of later prepare and resolve records is idempotent on top of it.
+        let meta = {
+            let two = self.two_phase.lock();
+            crate::recovery::encode_meta(lsn, two.all())
+        };
         // A checkpoint must never cover log records that are not durable yet (Buffered and
         // None modes): after a power cut the log would end below the checkpoint.
         self.wal.sync()?;
-        let meta = crate::recovery::encode_meta(lsn);
         self.store.checkpoint(version, &meta)?;
         self.wal.release_upto(lsn)?;
         self.wal_bytes_at_checkpoint.store(bytes, Ordering::Relaxed);
         self.store.gc(self.snapshots.horizon());
         self.checkpoints.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    pub(crate) fn next_tx_id(&self) -> TxId {
+        self.next_tx.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Remembers the label of the commit at `version` (called in version order).
+    pub(crate) fn remember_label(&self, version: Version, label: Option<&str>) {
+        if let Some(label) = label {
+            let mut labels = self.recent_labels.lock();
+            if labels.len() == RECENT_LABELS_MAX {
+                labels.pop_front();
+            }
+            labels.push_back((version, label.to_string()));
+        }
+    }
+
+    /// The label of the commit at `version`, if it had one and is recent.
+    pub(crate) fn label_of(&self, version: Version) -> Option<String> {
+        let labels = self.recent_labels.lock();
+        let at = labels.binary_search_by_key(&version, |(v, _)| *v).ok()?;
+        labels.get(at).map(|(_, l)| l.clone())
     }
 
     pub(crate) fn table_id_for_new(&self) -> Result<TableId> {

@@ -99,12 +99,57 @@ pub enum Error {
     /// An earlier write-ahead-log failure stopped all writes (fail-stop). Reopen the database.
     #[error("the database refuses writes after an earlier I/O failure: {0}")]
     Poisoned(String),
+    /// A pessimistic transaction's lock wait would have closed a cycle of waits; this
+    /// transaction was chosen as the victim and rolled back. Retrying may succeed.
+    #[error("{0}")]
+    Deadlock(Box<DeadlockReport>),
+    /// A lock was not granted within the lock-wait timeout. The transaction stays usable;
+    /// retrying may succeed.
+    #[error("lock wait timed out{}", label_suffix(.label))]
+    LockTimeout {
+        /// The transaction's label, if it has one.
+        label: Option<String>,
+    },
+    /// The transaction's deadline passed; it was rolled back and its locks released.
+    #[error("transaction timed out{}", label_suffix(.label))]
+    Timeout {
+        /// The transaction's label, if it has one.
+        label: Option<String>,
+    },
+    /// A retrying run ([`crate::Db::run`]) gave up; `last` is the error of the final attempt.
+    #[error("gave up after {attempts} attempts: {last}")]
+    RetriesExhausted {
+        /// Attempts made.
+        attempts: u32,
+        /// The error of the last attempt.
+        last: Box<Error>,
+    },
+    /// No savepoint of that name exists in the transaction.
+    #[error("no savepoint named `{0}`")]
+    SavepointNotFound(String),
+    /// No prepared transaction has that global id.
+    #[error("no prepared transaction with global id `{0}`")]
+    PreparedNotFound(String),
+    /// A prepared transaction with that global id already exists.
+    #[error("a prepared transaction with global id `{0}` already exists")]
+    DuplicateGlobalId(String),
+}
+
+fn label_suffix(label: &Option<String>) -> String {
+    label
+        .as_ref()
+        .map(|l| format!(" (transaction `{l}`)"))
+        .unwrap_or_default()
 }
 
 impl Error {
-    /// True if running the whole transaction again may succeed (a conflict).
+    /// True if running the whole transaction again may succeed: a conflict, a deadlock or a
+    /// lock-wait timeout.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Conflict(_))
+        matches!(
+            self,
+            Error::Conflict(_) | Error::Deadlock(_) | Error::LockTimeout { .. }
+        )
     }
 
     /// The conflict report, if this is a conflict.
@@ -136,6 +181,18 @@ pub enum ConflictKind {
     /// The table was created, dropped or recreated by a commit after this transaction's
     /// snapshot, and this transaction wrote to it.
     TableChanged,
+    /// Serializable: a key this transaction read was changed by a commit after its snapshot.
+    ReadWrite,
+    /// Serializable: a commit after this transaction's snapshot inserted, changed or deleted a
+    /// row in a range this transaction scanned (a phantom).
+    Phantom,
+    /// The key is reserved by a prepared two-phase-commit transaction.
+    Reserved {
+        /// The global id of the prepared transaction.
+        global_id: String,
+    },
+    /// The key is locked by an active pessimistic transaction.
+    Locked,
 }
 
 /// A report a person can act on: what clashed, where, and with which commit.
@@ -150,8 +207,67 @@ pub struct ConflictReport {
     /// This transaction's snapshot version.
     pub snapshot: Version,
     /// The version found: the commit that won, or the key's/table's actual version for a
-    /// failed precondition (0 = the key does not exist).
+    /// failed precondition (0 = the key does not exist; for reservations and locks, the
+    /// newest committed version).
     pub winner: Version,
+    /// This transaction's label, if it has one.
+    pub label: Option<String>,
+    /// The label of the transaction that committed `winner`, where known.
+    pub winner_label: Option<String>,
+}
+
+/// One wait of a deadlock cycle: `waiter` wanted `key` of `table`, held by `holder`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadlockEdge {
+    /// The waiting transaction's id.
+    pub waiter: u64,
+    /// Its label.
+    pub waiter_label: Option<String>,
+    /// The holding transaction's id.
+    pub holder: u64,
+    /// Its label.
+    pub holder_label: Option<String>,
+    /// The table of the key.
+    pub table: String,
+    /// The key.
+    pub key: Vec<u8>,
+}
+
+/// The cycle of waits a deadlock victim would have closed. The first edge is the victim's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadlockReport {
+    /// The waits, in order around the cycle.
+    pub cycle: Vec<DeadlockEdge>,
+}
+
+fn tx_name(id: u64, label: &Option<String>) -> String {
+    match label {
+        Some(l) => format!("transaction {id} `{l}`"),
+        None => format!("transaction {id}"),
+    }
+}
+
+impl fmt::Display for DeadlockReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "deadlock: ")?;
+        for (i, e) in self.cycle.iter().enumerate() {
+            if i > 0 {
+                write!(f, "; ")?;
+            }
+            write!(
+                f,
+                "{} waits for {} on table `{}` key {}",
+                tx_name(e.waiter, &e.waiter_label),
+                tx_name(e.holder, &e.holder_label),
+                e.table,
+                display_key(&e.key)
+            )?;
+        }
+        write!(
+            f,
+            " (this transaction was chosen as the victim and rolled back)"
+        )
+    }
 }
 
 /// Formats a key as UTF-8 text when it is printable, else as hex.
@@ -171,30 +287,54 @@ impl fmt::Display for ConflictReport {
             Some(k) => format!("table `{}` key {}", self.table, display_key(k)),
             None => format!("table `{}`", self.table),
         };
+        let who = match &self.label {
+            Some(l) => format!("transaction `{l}`"),
+            None => "this transaction".to_string(),
+        };
+        let winner = match &self.winner_label {
+            Some(l) => format!("version {} (transaction `{l}`)", self.winner),
+            None => format!("version {}", self.winner),
+        };
+        let snap = self.snapshot;
         match &self.kind {
             ConflictKind::WriteWrite => write!(
                 f,
-                "write-write conflict on {place}: this transaction's snapshot is version {}, \
-                 and version {} committed a write to it first",
-                self.snapshot, self.winner
+                "write-write conflict on {place}: {who} has snapshot {snap}, and {winner} \
+                 committed a write to it first"
             ),
             ConflictKind::KeyVersion { expected } => write!(
                 f,
-                "version precondition failed on {place}: expected version {expected}, found {} \
-                 (snapshot {})",
-                self.winner, self.snapshot
+                "version precondition failed on {place}: {who} expected version {expected}, \
+                 found {winner} (snapshot {snap})"
             ),
             ConflictKind::TableVersion { expected } => write!(
                 f,
-                "table version precondition failed on {place}: expected version {expected}, \
-                 found {} (snapshot {})",
-                self.winner, self.snapshot
+                "table version precondition failed on {place}: {who} expected version \
+                 {expected}, found {winner} (snapshot {snap})"
             ),
             ConflictKind::TableChanged => write!(
                 f,
-                "{place} was created or dropped by version {} after this transaction's \
-                 snapshot {}",
-                self.winner, self.snapshot
+                "{place} was created or dropped by {winner} after the snapshot {snap} of {who}"
+            ),
+            ConflictKind::ReadWrite => write!(
+                f,
+                "serialization failure on {place}: {who} read it at snapshot {snap}, and \
+                 {winner} changed it since"
+            ),
+            ConflictKind::Phantom => write!(
+                f,
+                "serialization failure (phantom) on {place}: {who} scanned a range at \
+                 snapshot {snap}, and {winner} changed a row in it since"
+            ),
+            ConflictKind::Reserved { global_id } => write!(
+                f,
+                "{place} is reserved by prepared transaction `{global_id}`; {who} cannot \
+                 commit a change to it until that transaction is resolved"
+            ),
+            ConflictKind::Locked => write!(
+                f,
+                "{place} is locked by an active pessimistic transaction; {who} cannot commit \
+                 a change to it"
             ),
         }
     }
@@ -278,9 +418,11 @@ mod tests {
             key: Some(b"alice".to_vec()),
             snapshot: Version(41),
             winner: Version(43),
+            label: Some("transfer".into()),
+            winner_label: None,
         };
         let text = Error::Conflict(Box::new(r)).to_string();
-        for part in ["accounts", "\"alice\"", "41", "43"] {
+        for part in ["accounts", "\"alice\"", "41", "43", "transfer"] {
             assert!(text.contains(part), "{text}");
         }
         assert_eq!(display_key(&[0, 255]), "0x00ff");

@@ -41,20 +41,24 @@ mod commit;
 mod db;
 mod error;
 mod identity;
+mod locks;
 mod options;
+mod prepared;
 mod record;
 mod recovery;
+mod retry;
 mod snapshots;
 mod tx;
 mod workers;
 
 pub use db::{Db, Stats};
-pub use error::{ConflictKind, ConflictReport, Error, Result};
+pub use error::{ConflictKind, ConflictReport, DeadlockEdge, DeadlockReport, Error, Result};
 pub use options::{
     Durability, Options, CHANGE_OVERHEAD_BYTES, KEY_SIZE_MAX, TABLE_NAME_MAX,
     TRANSACTION_BYTES_MAX, VALUE_SIZE_MAX,
 };
-pub use tx::{Scan, Transaction, Versioned};
+pub use prepared::{PreparedInfo, GLOBAL_ID_MAX};
+pub use tx::{Isolation, RetryPolicy, Scan, Transaction, TxBuilder, Versioned};
 pub use vellum_storage::Version;
 pub use vellum_wal::WalStats;
 

@@ -14,7 +14,7 @@
 //! Invariants: `holders[k] = t` iff `k ∈ held[t]`; `waiting[t] = (h, k)` only while `t` is
 //! blocked in [`LockManager::lock`], and then `holders[k] = h`.
 
-use crate::error::{DeadlockEdge, DeadlockReport, Error, Result};
+use crate::error::{DeadlockEdge, DeadlockReport};
 use parking_lot::{Condvar, Mutex};
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
@@ -153,28 +153,4 @@ fn report(t: &Table, edges: Vec<(TxId, LockKey, TxId)>) -> DeadlockReport {
             })
             .collect(),
     }
-}
-
-impl LockFailure {
-    /// The public error for this failure.
-    pub fn into_error(self, label: Option<&str>) -> Error {
-        match self {
-            LockFailure::Deadlock(report) => Error::Deadlock(report),
-            LockFailure::TimedOut {
-                by_transaction: true,
-            } => Error::Timeout {
-                label: label.map(str::to_string),
-            },
-            LockFailure::TimedOut {
-                by_transaction: false,
-            } => Error::LockTimeout {
-                label: label.map(str::to_string),
-            },
-        }
-    }
-}
-
-/// Convenience for callers that only need `Result<()>`.
-pub(crate) fn lock_result(r: std::result::Result<(), LockFailure>, label: Option<&str>) -> Result<()> {
-    r.map_err(|f| f.into_error(label))
 }

@@ -1,5 +1,6 @@
 //! Options and limits. Every limit is a named constant with the reason for its value.
 
+use crate::tx::RetryPolicy;
 use std::sync::Arc;
 use std::time::Duration;
 use vellum_fs::{FileSystem, RealFs};
@@ -54,6 +55,11 @@ pub struct Options {
     /// The file system all database files go through. Default: the operating system's.
     /// Tests pass a [`crate::fs::SimFs`] to simulate crashes.
     pub file_system: Arc<dyn FileSystem>,
+    /// How long a pessimistic transaction waits for a key lock before
+    /// [`crate::Error::LockTimeout`]. Default: 1 s.
+    pub lock_wait_timeout: Duration,
+    /// How [`crate::Db::run`] retries. Default: [`RetryPolicy::default`].
+    pub retry: RetryPolicy,
 }
 
 impl Default for Options {
@@ -64,6 +70,8 @@ impl Default for Options {
             wal_segment_bytes: 64 << 20,
             checkpoint_after_wal_bytes: 256 << 20,
             file_system: Arc::new(RealFs),
+            lock_wait_timeout: Duration::from_secs(1),
+            retry: RetryPolicy::default(),
         }
     }
 }
@@ -90,6 +98,18 @@ impl Options {
     /// Sets [`Options::checkpoint_after_wal_bytes`].
     pub fn checkpoint_after_wal_bytes(mut self, bytes: u64) -> Self {
         self.checkpoint_after_wal_bytes = bytes;
+        self
+    }
+
+    /// Sets [`Options::lock_wait_timeout`].
+    pub fn lock_wait_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_wait_timeout = timeout;
+        self
+    }
+
+    /// Sets [`Options::retry`].
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
         self
     }
 

@@ -1,39 +1,54 @@
-//! Transactions: a snapshot version, a write set, and compare-and-swap preconditions.
+//! Transactions: a snapshot, a write set, a read set, preconditions, savepoints and locks.
 //!
-//! * Reads see the snapshot taken at `begin`, across every table, plus this transaction's own
-//!   writes (read-your-own-writes). Nothing is visible to others before commit.
+//! * Reads see the transaction's read version across every table, plus its own writes
+//!   (read-your-own-writes): the snapshot taken at `begin` under `Snapshot` and
+//!   `Serializable`, the newest committed version at each read under `ReadCommitted`.
 //! * Writes are staged in an ordered write set; [`crate::commit`] validates and applies them.
-//! * A finished transaction refuses every operation with [`Error::TransactionClosed`]; dropping
-//!   an unfinished one rolls it back.
+//!   Nothing is visible to others before commit.
+//! * Under `Serializable`, every key read and every range scanned is recorded (the read set);
+//!   the commit fails if a later commit changed any of it.
+//! * In pessimistic mode, writes and `get_for_update` take exclusive key locks
+//!   ([`crate::locks`]), released when the transaction ends.
+//! * Savepoints are marks in an undo log of the write set.
+//! * A finished transaction refuses every operation ([`Error::TransactionClosed`]); past its
+//!   deadline every operation fails with [`Error::Timeout`]; dropping an unfinished one rolls
+//!   it back.
 //!
 //! Invariant: while a transaction is active its snapshot is registered with
-//! [`crate::snapshots::Snapshots`], so garbage collection keeps every version it can read.
+//! [`crate::snapshots::Snapshots`], so garbage collection keeps every version it can read; when
+//! it ends (in any way) the snapshot and its locks are released exactly once.
 
+mod builder;
+mod config;
+mod savepoint;
 mod scan;
 
+pub use builder::TxBuilder;
+pub(crate) use config::TxConfig;
+pub use config::{Isolation, RetryPolicy};
 pub use scan::Scan;
 
 use crate::catalog::{self, CATALOG};
 use crate::db::DbInner;
 use crate::error::{Error, Result};
+use crate::locks::{LockFailure, TxId};
 use crate::options::{CHANGE_OVERHEAD_BYTES, KEY_SIZE_MAX, TRANSACTION_BYTES_MAX, VALUE_SIZE_MAX};
-use std::collections::{BTreeMap, HashMap};
+use crate::prepared::KeyRange;
+use savepoint::{Savepoint, Undo};
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use vellum_storage::{TableId, Version};
-
-/// Whether a transaction may write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum TxMode {
-    ReadWrite,
-    ReadOnly,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum TxState {
     Active,
     Committed,
     RolledBack,
+    Prepared,
+    TimedOut,
 }
 
 /// A value read together with the version of the commit that wrote it.
@@ -49,13 +64,24 @@ pub struct Versioned {
 /// The staged changes: `(table, key) -> Some(value) | None (delete)`.
 pub(crate) type WriteSet = BTreeMap<(TableId, Vec<u8>), Option<Vec<u8>>>;
 
+/// What a serializable transaction read.
+#[derive(Debug, Default)]
+pub(crate) struct ReadSet {
+    pub keys: BTreeSet<(TableId, Vec<u8>)>,
+    pub ranges: Vec<KeyRange>,
+    /// Table names, for reports.
+    pub names: HashMap<TableId, String>,
+}
+
 /// A transaction over every table of a database. See the module documentation.
 #[derive(Debug)]
 pub struct Transaction {
     pub(crate) db: Arc<DbInner>,
+    pub(crate) id: TxId,
     pub(crate) snapshot: Version,
-    pub(crate) mode: TxMode,
-    pub(crate) state: TxState,
+    pub(crate) config: TxConfig,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) state: Cell<TxState>,
     pub(crate) writes: WriteSet,
     pub(crate) write_bytes: usize,
     /// Tables written, with the name they were resolved under (for catalog conflict checks).
@@ -64,66 +90,157 @@ pub struct Transaction {
     pub(crate) key_expectations: Vec<(TableId, String, Vec<u8>, Version)>,
     /// `expect_table_version` preconditions: (table, name, expected version).
     pub(crate) table_expectations: Vec<(TableId, String, Version)>,
+    /// Keys read with `get_for_update`, and the version they were read at: the commit fails if
+    /// a later commit changed them, at every isolation level.
+    pub(crate) checked_reads: BTreeMap<(TableId, Vec<u8>), (String, Version)>,
+    pub(crate) reads: RefCell<ReadSet>,
+    undo: Vec<Undo>,
+    savepoints: Vec<Savepoint>,
 }
 
 impl Transaction {
-    pub(crate) fn new(db: Arc<DbInner>, mode: TxMode) -> Transaction {
+    pub(crate) fn new(db: Arc<DbInner>, config: TxConfig) -> Transaction {
         let snapshot = db.snapshots.acquire();
+        let id = db.next_tx_id();
+        let deadline = config.timeout.map(|t| Instant::now() + t);
         Transaction {
             db,
+            id,
             snapshot,
-            mode,
-            state: TxState::Active,
+            config,
+            deadline,
+            state: Cell::new(TxState::Active),
             writes: WriteSet::new(),
             write_bytes: 0,
             tables_written: HashMap::new(),
             key_expectations: Vec::new(),
             table_expectations: Vec::new(),
+            checked_reads: BTreeMap::new(),
+            reads: RefCell::new(ReadSet::default()),
+            undo: Vec::new(),
+            savepoints: Vec::new(),
         }
     }
 
-    /// The version this transaction reads at.
+    /// The version this transaction's snapshot was taken at.
     pub fn snapshot_version(&self) -> Version {
         self.snapshot
     }
 
-    /// True if the transaction may write.
+    /// True if the transaction may not write.
     pub fn is_read_only(&self) -> bool {
-        self.mode == TxMode::ReadOnly
+        self.config.read_only
+    }
+
+    /// The isolation level.
+    pub fn isolation(&self) -> Isolation {
+        self.config.isolation
+    }
+
+    /// The label given with [`TxBuilder::label`].
+    pub fn label(&self) -> Option<&str> {
+        self.config.label.as_deref()
+    }
+
+    /// An id unique among the transactions of this database while it is open (used in
+    /// deadlock reports).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The version reads see now: the snapshot, or under `ReadCommitted` the newest.
+    pub(crate) fn read_version(&self) -> Version {
+        match self.config.isolation {
+            Isolation::ReadCommitted => self.db.snapshots.visible(),
+            _ => self.snapshot,
+        }
+    }
+
+    fn serializable(&self) -> bool {
+        self.config.isolation == Isolation::Serializable
     }
 
     pub(crate) fn check_active(&self) -> Result<()> {
-        match self.state {
-            TxState::Active => Ok(()),
+        match self.state.get() {
+            TxState::Active => {
+                if self.deadline.is_some_and(|d| Instant::now() >= d) {
+                    self.end(TxState::TimedOut);
+                    return Err(self.timeout_error());
+                }
+                Ok(())
+            }
+            TxState::TimedOut => Err(self.timeout_error()),
             TxState::Committed => Err(Error::TransactionClosed("committed")),
             TxState::RolledBack => Err(Error::TransactionClosed("rolled back")),
+            TxState::Prepared => Err(Error::TransactionClosed("prepared")),
+        }
+    }
+
+    pub(crate) fn timeout_error(&self) -> Error {
+        Error::Timeout {
+            label: self.config.label.clone(),
         }
     }
 
     fn check_writable(&self) -> Result<()> {
         self.check_active()?;
-        if self.mode == TxMode::ReadOnly {
+        if self.config.read_only {
             return Err(Error::ReadOnly);
         }
         Ok(())
     }
 
-    /// Resolves a table name at this transaction's snapshot, seeing its own creates and drops.
+    /// Ends the transaction (once): releases its snapshot and its locks.
+    pub(crate) fn end(&self, state: TxState) {
+        if self.state.get() == TxState::Active {
+            self.state.set(state);
+            self.db.snapshots.release(self.snapshot);
+            if self.config.pessimistic {
+                self.db.locks.release_all(self.id);
+            }
+        }
+    }
+
+    pub(crate) fn finish(&mut self, state: TxState) {
+        self.end(state);
+        self.writes.clear();
+        self.undo.clear();
+    }
+
+    /// Resolves a table name at the read version, seeing its own creates and drops. Under
+    /// `Serializable` the catalog entry joins the read set.
     pub(crate) fn table_id(&self, name: &str) -> Result<TableId> {
         let value = match self.writes.get(&(CATALOG, name.as_bytes().to_vec())) {
             Some(staged) => staged.clone(),
-            None => self
-                .db
-                .store
-                .get(CATALOG, name.as_bytes(), self.snapshot)?
-                .and_then(|f| f.value),
+            None => {
+                if self.serializable() {
+                    self.reads
+                        .borrow_mut()
+                        .keys
+                        .insert((CATALOG, name.as_bytes().to_vec()));
+                }
+                self.db
+                    .store
+                    .get(CATALOG, name.as_bytes(), self.read_version())?
+                    .and_then(|f| f.value)
+            }
         };
         match value {
-            Some(v) => catalog::decode_id(&v).ok_or_else(|| Error::Corruption {
-                file: self.db.path.clone(),
-                offset: 0,
-                reason: format!("catalog entry of table `{name}` is malformed"),
-            }),
+            Some(v) => {
+                let id = catalog::decode_id(&v).ok_or_else(|| Error::Corruption {
+                    file: self.db.path.clone(),
+                    offset: 0,
+                    reason: format!("catalog entry of table `{name}` is malformed"),
+                })?;
+                if self.serializable() {
+                    self.reads
+                        .borrow_mut()
+                        .names
+                        .entry(id)
+                        .or_insert_with(|| name.to_string());
+                }
+                Ok(id)
+            }
             None => Err(Error::TableNotFound(name.to_string())),
         }
     }
@@ -158,18 +275,71 @@ impl Transaction {
             });
         }
         self.write_bytes = size;
-        self.writes.insert(entry, value.map(<[u8]>::to_vec));
+        let previous = self.writes.insert(entry.clone(), value.map(<[u8]>::to_vec));
+        self.undo.push(Undo::Write {
+            key: entry,
+            previous,
+        });
         Ok(())
+    }
+
+    /// Removes a staged write (recorded in the undo log).
+    fn unstage(&mut self, entry: &(TableId, Vec<u8>)) {
+        if let Some(old) = self.writes.remove(entry) {
+            self.write_bytes -= change_size(&entry.1, old.as_deref());
+            self.undo.push(Undo::Write {
+                key: entry.clone(),
+                previous: Some(old),
+            });
+        }
     }
 
     fn stage_row(&mut self, table: &str, key: &[u8], value: Option<&[u8]>) -> Result<TableId> {
         self.check_writable()?;
         let id = self.table_id(table)?;
+        if self.config.pessimistic {
+            self.lock(id, table, key)?;
+        }
         self.stage(id, key, value)?;
-        self.tables_written
-            .entry(id)
-            .or_insert_with(|| table.to_string());
+        if !self.tables_written.contains_key(&id) {
+            self.tables_written.insert(id, table.to_string());
+            self.undo.push(Undo::TableWritten(id));
+        }
         Ok(id)
+    }
+
+    /// Takes the exclusive lock on a key (pessimistic mode).
+    fn lock(&self, id: TableId, table: &str, key: &[u8]) -> Result<()> {
+        let wait = self
+            .config
+            .lock_timeout
+            .unwrap_or(self.db.opts.lock_wait_timeout);
+        let result = self.db.locks.lock(
+            self.id,
+            self.config.label.as_deref(),
+            table,
+            (id, key.to_vec()),
+            Instant::now() + wait,
+            self.deadline,
+        );
+        match result {
+            Ok(()) => Ok(()),
+            Err(LockFailure::Deadlock(report)) => {
+                self.end(TxState::RolledBack);
+                Err(Error::Deadlock(report))
+            }
+            Err(LockFailure::TimedOut {
+                by_transaction: true,
+            }) => {
+                self.end(TxState::TimedOut);
+                Err(self.timeout_error())
+            }
+            Err(LockFailure::TimedOut {
+                by_transaction: false,
+            }) => Err(Error::LockTimeout {
+                label: self.config.label.clone(),
+            }),
+        }
     }
 
     /// Reads `key` of `table`.
@@ -188,13 +358,68 @@ impl Transaction {
                 version: None,
             }));
         }
-        let found = self.db.store.get(id, key, self.snapshot)?;
+        if self.serializable() {
+            self.reads.borrow_mut().keys.insert((id, key.to_vec()));
+        }
+        let found = self.db.store.get(id, key, self.read_version())?;
         Ok(found.and_then(|f| {
             f.value.map(|value| Versioned {
                 value,
                 version: Some(f.version),
             })
         }))
+    }
+
+    /// Reads `key` for a later update. The commit fails with a conflict if another commit
+    /// changes the key after this read, at every isolation level. In pessimistic mode the key
+    /// is locked first and the newest committed value is returned (a locking read).
+    pub fn get_for_update(
+        &mut self,
+        table: &str,
+        key: impl AsRef<[u8]>,
+    ) -> Result<Option<Vec<u8>>> {
+        self.check_writable()?;
+        let key = key.as_ref();
+        let id = self.table_id(table)?;
+        let read_at = if self.config.pessimistic {
+            self.lock(id, table, key)?;
+            self.newest_visible(id, key)?
+        } else {
+            self.read_version()
+        };
+        let entry = (id, key.to_vec());
+        let baseline = self
+            .checked_reads
+            .get(&entry)
+            .map_or(read_at, |(_, v)| (*v).min(read_at));
+        self.checked_reads
+            .insert(entry.clone(), (table.to_string(), baseline));
+        if let Some(staged) = self.writes.get(&entry) {
+            return Ok(staged.clone());
+        }
+        Ok(self.db.store.get(id, key, read_at)?.and_then(|f| f.value))
+    }
+
+    /// With the key locked: waits until its newest commit is visible and returns the version
+    /// to read it at. Commits that validated before the lock was taken finish their log wait
+    /// quickly; later ones see the lock and fail.
+    fn newest_visible(&self, id: TableId, key: &[u8]) -> Result<Version> {
+        let newest = {
+            let _commits_quiesced = self.db.commit.lock();
+            self.db
+                .store
+                .latest_version(id, key)?
+                .unwrap_or(Version::ZERO)
+        };
+        loop {
+            let visible = self.db.snapshots.visible();
+            if visible >= newest {
+                return Ok(visible.max(self.snapshot));
+            }
+            self.db.wal.check_healthy()?;
+            self.check_active()?;
+            std::thread::sleep(Duration::from_micros(20));
+        }
     }
 
     /// Writes `value` under `key` of `table`.
@@ -241,18 +466,19 @@ impl Transaction {
     }
 
     /// The version of the newest commit that changed `table` (created it or wrote to it), as
-    /// of this transaction's snapshot. Own uncommitted writes do not count.
+    /// of the read version. Own uncommitted writes do not count.
     pub fn table_version(&self, table: &str) -> Result<Version> {
         self.check_active()?;
         let id = self.table_id(table)?;
         Ok(self
             .db
             .store
-            .table_version(id, self.snapshot)?
+            .table_version(id, self.read_version())?
             .unwrap_or(Version::ZERO))
     }
 
-    /// Rows of `table` with keys in `range`, in key order, as of the snapshot plus own writes.
+    /// Rows of `table` with keys in `range`, in key order, as of the read version plus own
+    /// writes.
     pub fn scan<K: AsRef<[u8]>>(
         &self,
         table: &str,
@@ -286,6 +512,12 @@ impl Transaction {
     ) -> Result<Scan<'_>> {
         self.check_active()?;
         let id = self.table_id(table)?;
+        if self.serializable() {
+            self.reads
+                .borrow_mut()
+                .ranges
+                .push((id, lower.clone(), upper.clone()));
+        }
         Ok(Scan::new(self, id, lower, upper))
     }
 
@@ -310,18 +542,13 @@ impl Transaction {
             .take_while(|((t, _), _)| *t == id)
             .map(|(k, _)| k.clone())
             .collect();
-        for k in staged {
-            if let Some(old) = self.writes.remove(&k) {
-                self.write_bytes -= change_size(&k.1, old.as_deref());
-            }
+        for k in &staged {
+            self.unstage(k);
         }
-        self.tables_written.remove(&id);
-        self.key_expectations.retain(|e| e.0 != id);
-        self.table_expectations.retain(|e| e.0 != id);
         self.stage(CATALOG, name.as_bytes(), None)
     }
 
-    /// True if `name` exists at this transaction's snapshot (with its own creates and drops).
+    /// True if `name` exists at the read version (with its own creates and drops).
     pub fn table_exists(&self, name: &str) -> Result<bool> {
         self.check_active()?;
         match self.table_id(name) {
@@ -334,6 +561,12 @@ impl Transaction {
     /// Names of every table, sorted.
     pub fn list_tables(&self) -> Result<Vec<String>> {
         self.check_active()?;
+        if self.serializable() {
+            self.reads
+                .borrow_mut()
+                .ranges
+                .push((CATALOG, Bound::Unbounded, Bound::Unbounded));
+        }
         let mut names = Vec::new();
         for row in Scan::new(self, CATALOG, Bound::Unbounded, Bound::Unbounded) {
             let (key, _) = row?;
@@ -342,25 +575,17 @@ impl Transaction {
         Ok(names)
     }
 
-    /// Discards every staged write. Never fails on an active transaction.
+    /// Discards every staged write and releases the transaction's locks.
     pub fn rollback(mut self) -> Result<()> {
         self.check_active()?;
         self.finish(TxState::RolledBack);
         Ok(())
     }
-
-    pub(crate) fn finish(&mut self, state: TxState) {
-        if self.state == TxState::Active {
-            self.state = state;
-            self.db.snapshots.release(self.snapshot);
-            self.writes.clear();
-        }
-    }
 }
 
 impl Drop for Transaction {
     fn drop(&mut self) {
-        self.finish(TxState::RolledBack);
+        self.end(TxState::RolledBack);
     }
 }
 

@@ -63,7 +63,7 @@ impl<'a> Scan<'a> {
         let stored = tx
             .db
             .store
-            .scan(table, as_slice(&lower), as_slice(&upper), tx.snapshot)
+            .scan(table, as_slice(&lower), as_slice(&upper), tx.read_version())
             .peekable();
         Scan {
             stored: Some(stored),

@@ -89,24 +89,36 @@ impl Memtable {
         upper: Bound<&[u8]>,
         at: Version,
     ) -> Scan<'_> {
-        let lo = match lower {
-            Bound::Included(k) => Bound::Included(InternalKey::new(table, k, Version::MAX)),
-            Bound::Excluded(k) => Bound::Excluded(InternalKey::new(table, k, Version::ZERO)),
-            Bound::Unbounded => Bound::Included(InternalKey::new(table, &[], Version::MAX)),
-        };
-        let hi = match upper {
-            Bound::Included(k) => Bound::Included(InternalKey::new(table, k, Version::ZERO)),
-            Bound::Excluded(k) => Bound::Excluded(InternalKey::new(table, k, Version::MAX)),
-            Bound::Unbounded => {
-                Bound::Excluded(InternalKey::new(TableId(table.0 + 1), &[], Version::MAX))
-            }
-        };
         Scan {
-            inner: self.cells.range((lo, hi)),
+            inner: self.cells.range(bounds(table, lower, upper)),
             table: table.0,
             at,
             current: None,
         }
+    }
+
+    /// The first key within the bounds (in key order) whose newest cell has a version above
+    /// `after`, with that version.
+    pub fn change_in_range(
+        &self,
+        table: TableId,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        after: Version,
+    ) -> Option<(Box<[u8]>, Version)> {
+        let mut current: Option<Box<[u8]>> = None;
+        for e in self.cells.range(bounds(table, lower, upper)) {
+            let k = e.key();
+            // Entries of one key come newest first: only the first one of each key matters.
+            if current.as_deref() == Some(&*k.key) {
+                continue;
+            }
+            if k.version.0 > after.0 {
+                return Some((k.key.clone(), k.version()));
+            }
+            current = Some(k.key.clone());
+        }
+        None
     }
 
     /// Every key's newest cell at or below `at`, tombstones included, in key order.
@@ -199,6 +211,23 @@ impl Memtable {
         }
         stats
     }
+}
+
+/// Skiplist bounds covering keys of `table` within `lower..upper`, every version.
+fn bounds(table: TableId, lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> Bounds {
+    let lo = match lower {
+        Bound::Included(k) => Bound::Included(InternalKey::new(table, k, Version::MAX)),
+        Bound::Excluded(k) => Bound::Excluded(InternalKey::new(table, k, Version::ZERO)),
+        Bound::Unbounded => Bound::Included(InternalKey::new(table, &[], Version::MAX)),
+    };
+    let hi = match upper {
+        Bound::Included(k) => Bound::Included(InternalKey::new(table, k, Version::ZERO)),
+        Bound::Excluded(k) => Bound::Excluded(InternalKey::new(table, k, Version::MAX)),
+        Bound::Unbounded => {
+            Bound::Excluded(InternalKey::new(TableId(table.0 + 1), &[], Version::MAX))
+        }
+    };
+    (lo, hi)
 }
 
 /// Iterator over the live rows of one table at one version, in key order.

@@ -150,6 +150,21 @@ impl Store {
         self.mem.scan(table, lower, upper, at)
     }
 
+    /// The first key within the bounds (in key order) whose newest cell has a version above
+    /// `after`, with that version: a commit after `after` inserted, changed or deleted it.
+    pub fn change_in_range(
+        &self,
+        table: TableId,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        after: Version,
+    ) -> Result<Option<(Vec<u8>, Version)>> {
+        Ok(self
+            .mem
+            .change_in_range(table, lower, upper, after)
+            .map(|(k, v)| (k.into_vec(), v)))
+    }
+
     /// The largest table id that has ever held a cell or a version.
     pub fn max_table_id(&self) -> TableId {
         self.mem.max_table()
