@@ -301,8 +301,8 @@ impl Transaction {
             self.lock(id, table, key)?;
         }
         self.stage(id, key, value)?;
-        if !self.tables_written.contains_key(&id) {
-            self.tables_written.insert(id, table.to_string());
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.tables_written.entry(id) {
+            slot.insert(table.to_string());
             self.undo.push(Undo::TableWritten(id));
         }
         Ok(id)
