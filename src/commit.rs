@@ -146,6 +146,13 @@ fn prepare_inner(tx: &Transaction, gid: &str) -> Result<()> {
         let reads = tx.reads.borrow();
         keys.extend(reads.keys.iter().cloned());
         ranges.extend(reads.ranges.iter().cloned());
+        // A table whose version was read: no other commit may write to it at all.
+        ranges.extend(
+            reads
+                .table_versions
+                .iter()
+                .map(|t| (*t, Bound::Unbounded, Bound::Unbounded)),
+        );
     }
     let prepared = PreparedTx {
         gid: gid.to_string(),
@@ -388,6 +395,16 @@ fn validate(tx: &Transaction) -> Result<()> {
             let v = newest(db, *table, key)?;
             if v > tx.snapshot {
                 return Err(r.on_key(ConflictKind::ReadWrite, *table, key, v));
+            }
+        }
+        for table in &reads.table_versions {
+            let v = db
+                .store
+                .table_version(*table, Version::MAX)?
+                .unwrap_or(Version::ZERO);
+            if v > tx.snapshot {
+                let name = r.name(*table, &[]);
+                return Err(r.conflict(ConflictKind::ReadWrite, &name, None, v));
             }
         }
         for (table, lower, upper) in &reads.ranges {

@@ -4,6 +4,7 @@
 //! segments), `data/` (checkpoints). Opening locks the directory, loads the newest checkpoint,
 //! replays the log after it (see [`crate::recovery`]), then starts the checkpoint worker.
 
+use crate::catalog::{self, CATALOG};
 use crate::error::{io_err, Error, Result};
 use crate::identity;
 use crate::locks::{LockManager, TxId};
@@ -155,7 +156,21 @@ impl Db {
             vellum_fs::write_file_atomic(fs.as_ref(), &id_path, &identity::encode())
                 .map_err(io_err(&id_path))?;
         }
-        let next_table = store.max_table_id().0 + 1; // ids above the catalog's (0)
+        // Ids above every table in storage and every table a recovered prepared transaction
+        // writes or creates (its cells are not in storage until it commits).
+        let next_table = two_phase
+            .all()
+            .flat_map(|p| p.changes.iter())
+            .flat_map(|(t, _, v)| {
+                let created = (*t == CATALOG)
+                    .then(|| v.as_deref().and_then(catalog::decode_id))
+                    .flatten();
+                [Some(*t), created]
+            })
+            .flatten()
+            .fold(store.max_table_id(), TableId::max)
+            .0
+            + 1;
         let inner = Arc::new(DbInner {
             path,
             store,
@@ -313,12 +328,16 @@ impl DbInner {
     pub(crate) fn checkpoint(&self) -> Result<()> {
         let _one = self.checkpoint_lock.lock();
         let bytes = self.log_bytes();
-        let (version, lsn) = self.snapshots.visible_with_lsn();
-        // Taken after (version, lsn): it holds every prepare logged at or below lsn; replay
-        // of later prepare and resolve records is idempotent on top of it.
-        let meta = {
-            let two = self.two_phase.lock();
-            crate::recovery::encode_meta(lsn, two.all())
+        // Read under the commit lock, so the prepared set is consistent with the log: a
+        // prepared transaction is either in it, or its commit/rollback record is already
+        // enqueued (and the sync below makes that record durable before the checkpoint can
+        // release the prepare record's log). Later prepare and resolve records replay
+        // idempotently on top of it.
+        let (version, lsn, meta) = {
+            let _commits = self.commit.lock();
+            let (version, lsn) = self.snapshots.visible_with_lsn();
+            let meta = crate::recovery::encode_meta(lsn, self.two_phase.lock().all());
+            (version, lsn, meta)
         };
         // A checkpoint must never cover log records that are not durable yet (Buffered and
         // None modes): after a power cut the log would end below the checkpoint.

@@ -11,6 +11,9 @@
 //! every transaction and key of the cycle, and waits for nothing. Exactly one transaction per
 //! cycle is chosen, because a cycle is closed by exactly one wait.
 //!
+//! A holder past its transaction deadline is over even if it has not noticed yet: a waiter
+//! wakes by the holder's deadline at the latest and releases the expired holder's locks.
+//!
 //! Invariants: `holders[k] = t` iff `k ∈ held[t]`; `waiting[t] = (h, k)` only while `t` is
 //! blocked in [`LockManager::lock`], and then `holders[k] = h`.
 
@@ -32,6 +35,9 @@ struct Table {
     waiting: HashMap<TxId, (TxId, LockKey)>,
     /// Who each transaction is, for reports: (label, table names by id).
     labels: HashMap<TxId, Option<String>>,
+    /// Deadlines of lock holders that have one: past it, a waiter releases the holder's locks
+    /// (the holder finds itself timed out at its next operation).
+    deadlines: HashMap<TxId, Instant>,
     names: HashMap<TableId, String>,
 }
 
@@ -70,6 +76,13 @@ impl LockManager {
         t.names
             .entry(key.0)
             .or_insert_with(|| table_name.to_string());
+        if let Some(d) = tx_deadline {
+            t.deadlines.entry(tx).or_insert(d);
+        }
+        let deadline = match tx_deadline {
+            Some(d) if d < lock_deadline => d,
+            _ => lock_deadline,
+        };
         loop {
             let holder = match t.holders.get(&key) {
                 None => {
@@ -80,20 +93,25 @@ impl LockManager {
                 Some(&h) if h == tx => return Ok(()),
                 Some(&h) => h,
             };
-            if let Some(report) = find_cycle(&t, tx, holder, &key) {
-                return Err(LockFailure::Deadlock(Box::new(report)));
+            let holder_deadline = t.deadlines.get(&holder).copied();
+            if holder_deadline.is_some_and(|d| Instant::now() >= d) {
+                // The holder's transaction is past its deadline: it is over, whether or not it
+                // has noticed yet.
+                release_locked(&mut t, holder);
+                self.released.notify_all();
+                continue;
             }
-            let deadline = match tx_deadline {
-                Some(d) if d < lock_deadline => d,
-                _ => lock_deadline,
-            };
-            t.waiting.insert(tx, (holder, key.clone()));
-            let timed_out = self.released.wait_until(&mut t, deadline).timed_out();
-            t.waiting.remove(&tx);
-            if timed_out && t.holders.get(&key).is_some_and(|&h| h != tx) {
+            if Instant::now() >= deadline {
                 let by_transaction = tx_deadline.is_some_and(|d| d <= lock_deadline);
                 return Err(LockFailure::TimedOut { by_transaction });
             }
+            if let Some(report) = find_cycle(&t, tx, holder, &key) {
+                return Err(LockFailure::Deadlock(Box::new(report)));
+            }
+            let wake = holder_deadline.map_or(deadline, |d| d.min(deadline));
+            t.waiting.insert(tx, (holder, key.clone()));
+            self.released.wait_until(&mut t, wake);
+            t.waiting.remove(&tx);
         }
     }
 
@@ -107,12 +125,23 @@ impl LockManager {
     pub fn release_all(&self, tx: TxId) {
         let mut t = self.table.lock();
         t.labels.remove(&tx);
-        if let Some(keys) = t.held.remove(&tx) {
+        t.deadlines.remove(&tx);
+        if release_locked(&mut t, tx) {
+            self.released.notify_all();
+        }
+    }
+}
+
+/// Drops every lock `tx` holds; true if it held any.
+fn release_locked(t: &mut Table, tx: TxId) -> bool {
+    match t.held.remove(&tx) {
+        Some(keys) => {
             for k in keys {
                 t.holders.remove(&k);
             }
-            self.released.notify_all();
+            true
         }
+        None => false,
     }
 }
 

@@ -68,6 +68,8 @@ pub(crate) type WriteSet = BTreeMap<(TableId, Vec<u8>), Option<Vec<u8>>>;
 #[derive(Debug, Default)]
 pub(crate) struct ReadSet {
     pub keys: BTreeSet<(TableId, Vec<u8>)>,
+    /// Tables whose version was read: any commit to them after the snapshot conflicts.
+    pub table_versions: BTreeSet<TableId>,
     pub ranges: Vec<KeyRange>,
     /// Table names, for reports.
     pub names: HashMap<TableId, String>,
@@ -456,9 +458,9 @@ impl Transaction {
     }
 
     /// Makes the commit fail with a conflict unless `table`'s version at commit time is
-    /// `expected`.
+    /// `expected`. Refused in read-only transactions (they never abort).
     pub fn expect_table_version(&mut self, table: &str, expected: Version) -> Result<()> {
-        self.check_active()?;
+        self.check_writable()?;
         let id = self.table_id(table)?;
         self.table_expectations
             .push((id, table.to_string(), expected));
@@ -470,6 +472,9 @@ impl Transaction {
     pub fn table_version(&self, table: &str) -> Result<Version> {
         self.check_active()?;
         let id = self.table_id(table)?;
+        if self.serializable() {
+            self.reads.borrow_mut().table_versions.insert(id);
+        }
         Ok(self
             .db
             .store
