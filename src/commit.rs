@@ -344,7 +344,7 @@ fn validate(tx: &Transaction) -> Result<()> {
             }
         }
     }
-    if !tx.config.pessimistic {
+    if !tx.config.pessimistic && !db.locks.is_empty() {
         for (table, key) in tx.writes.keys() {
             let entry = (*table, key.clone());
             if db.locks.locked_by_other(Some(tx.id), &entry).is_some() {

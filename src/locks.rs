@@ -20,6 +20,7 @@
 use crate::error::{DeadlockEdge, DeadlockReport};
 use parking_lot::{Condvar, Mutex};
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 use vellum_storage::TableId;
 
@@ -56,6 +57,10 @@ pub(crate) enum LockFailure {
 pub(crate) struct LockManager {
     table: Mutex<Table>,
     released: Condvar,
+    /// Number of keys locked, kept equal to `table.holders.len()` under the table lock; read
+    /// without it by [`LockManager::is_empty`] so optimistic commits skip the lock table when
+    /// no pessimistic transaction holds anything.
+    held: AtomicUsize,
 }
 
 impl LockManager {
@@ -88,6 +93,7 @@ impl LockManager {
                 None => {
                     t.holders.insert(key.clone(), tx);
                     t.held.entry(tx).or_default().push(key);
+                    self.held.store(t.holders.len(), Ordering::Release);
                     return Ok(());
                 }
                 Some(&h) if h == tx => return Ok(()),
@@ -98,6 +104,7 @@ impl LockManager {
                 // The holder's transaction is past its deadline: it is over, whether or not it
                 // has noticed yet.
                 release_locked(&mut t, holder);
+                self.held.store(t.holders.len(), Ordering::Release);
                 self.released.notify_all();
                 continue;
             }
@@ -115,7 +122,15 @@ impl LockManager {
         }
     }
 
-    /// True if `key` is locked by a transaction other than `tx`.
+    /// True if no key is locked. A commit validating under the commit lock may rely on it:
+    /// a lock taken after this read is taken by a transaction that will itself validate
+    /// later (pessimistic writers validate their own keys), and an optimistic commit racing a
+    /// new lock is ordered before that lock's locking read (which waits for visibility).
+    pub fn is_empty(&self) -> bool {
+        self.held.load(Ordering::Acquire) == 0
+    }
+
+    /// The transaction other than `tx` that holds `key`, if any.
     pub fn locked_by_other(&self, tx: Option<TxId>, key: &LockKey) -> Option<TxId> {
         let t = self.table.lock();
         t.holders.get(key).copied().filter(|&h| Some(h) != tx)
@@ -127,6 +142,7 @@ impl LockManager {
         t.labels.remove(&tx);
         t.deadlines.remove(&tx);
         if release_locked(&mut t, tx) {
+            self.held.store(t.holders.len(), Ordering::Release);
             self.released.notify_all();
         }
     }
