@@ -421,9 +421,6 @@ fn prepare_dir(fs: &dyn FileSystem, path: &Path, create: bool) -> Result<bool> {
     if !create {
         return Err(Error::NotFound(path.to_path_buf()));
     }
-    fs.create_dir_all(path).map_err(io_err(path))?;
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs.sync_dir(parent).map_err(io_err(parent))?;
-    }
+    vellum_fs::create_dir_durable(fs, path).map_err(io_err(path))?;
     Ok(false)
 }

@@ -48,8 +48,11 @@ pub trait DirLock: Send + Sync + Debug {}
 
 /// The operations vellum performs on files and directories.
 pub trait FileSystem: Send + Sync + Debug + 'static {
-    /// Creates `dir` and its missing parents.
+    /// Creates `dir` and its missing parents. Each new directory's entry is durable only after
+    /// its parent is synced (see [`create_dir_durable`]).
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Removes `dir` and everything below it.
+    fn remove_dir_all(&self, dir: &Path) -> io::Result<()>;
     /// Names (not paths) of the entries of `dir`, sorted.
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
     /// True if `path` names an existing file or directory.
@@ -60,13 +63,33 @@ pub trait FileSystem: Send + Sync + Debug + 'static {
     fn open_write(&self, path: &Path) -> io::Result<Box<dyn WritableFile>>;
     /// Removes a file.
     fn remove_file(&self, path: &Path) -> io::Result<()>;
-    /// Atomically renames `from` to `to`, replacing `to` if it exists.
+    /// Atomically renames `from` to `to`: a file (replacing a file `to`), or a directory with
+    /// everything below it (`to` must not exist).
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes the entries of `dir` (creations, renames, removals) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// Takes an exclusive lock on `dir`. Fails with `ErrorKind::WouldBlock` if another
     /// holder (another process, or another open database) has it.
     fn lock_dir(&self, dir: &Path) -> io::Result<Box<dyn DirLock>>;
+}
+
+/// Creates `dir` and its missing parents durably: every directory it creates is followed by a
+/// sync of its parent.
+pub fn create_dir_durable(fs: &dyn FileSystem, dir: &Path) -> io::Result<()> {
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|a| !a.as_os_str().is_empty() && !fs.exists(a).unwrap_or(false))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    fs.create_dir_all(dir)?;
+    for d in missing.into_iter().rev() {
+        if let Some(parent) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs.sync_dir(parent)?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes `data` to a new file at `path` durably and atomically: the bytes go to a temporary

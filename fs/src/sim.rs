@@ -70,27 +70,93 @@ enum NsOp {
     Create(PathBuf, Ino),
     Rename(PathBuf, PathBuf),
     Remove(PathBuf),
+    CreateDir(PathBuf),
+    RenameDir(PathBuf, PathBuf),
+    RemoveDir(PathBuf),
+}
+
+/// The namespace: file paths to inodes, and directories.
+#[derive(Debug, Clone, Default)]
+struct Namespace {
+    names: BTreeMap<PathBuf, Ino>,
+    dirs: BTreeSet<PathBuf>,
+}
+
+impl Namespace {
+    fn root() -> Self {
+        let mut ns = Namespace::default();
+        ns.dirs.insert(PathBuf::from("/"));
+        ns
+    }
+
+    /// Moves every file and directory at or below `from` to the same place below `to`.
+    fn move_tree(&mut self, from: &Path, to: &Path) {
+        let moved = |p: &Path| p.strip_prefix(from).ok().map(|rest| to.join(rest));
+        let names: Vec<(PathBuf, Ino)> = self
+            .names
+            .iter()
+            .filter(|(p, _)| p.starts_with(from))
+            .map(|(p, i)| (p.clone(), *i))
+            .collect();
+        for (p, ino) in names {
+            self.names.remove(&p);
+            if let Some(q) = moved(&p) {
+                self.names.insert(q, ino);
+            }
+        }
+        let dirs: Vec<PathBuf> = self
+            .dirs
+            .iter()
+            .filter(|p| p.starts_with(from))
+            .cloned()
+            .collect();
+        for p in dirs {
+            self.dirs.remove(&p);
+            if let Some(q) = moved(&p) {
+                self.dirs.insert(q);
+            }
+        }
+    }
+
+    fn remove_tree(&mut self, dir: &Path) {
+        self.names.retain(|p, _| !p.starts_with(dir));
+        self.dirs.retain(|p| !p.starts_with(dir));
+    }
 }
 
 impl NsOp {
     fn dir(&self) -> Option<&Path> {
         match self {
-            NsOp::Create(p, _) | NsOp::Rename(_, p) | NsOp::Remove(p) => p.parent(),
+            NsOp::Create(p, _)
+            | NsOp::Rename(_, p)
+            | NsOp::Remove(p)
+            | NsOp::CreateDir(p)
+            | NsOp::RenameDir(_, p)
+            | NsOp::RemoveDir(p) => p.parent(),
         }
     }
-    fn apply(&self, names: &mut BTreeMap<PathBuf, Ino>) {
+    fn apply(&self, ns: &mut Namespace) {
         match self {
             NsOp::Create(p, ino) => {
-                names.insert(p.clone(), *ino);
+                ns.names.insert(p.clone(), *ino);
             }
             NsOp::Rename(from, to) => {
-                if let Some(ino) = names.remove(from) {
-                    names.insert(to.clone(), ino);
+                if let Some(ino) = ns.names.remove(from) {
+                    ns.names.insert(to.clone(), ino);
                 }
             }
             NsOp::Remove(p) => {
-                names.remove(p);
+                ns.names.remove(p);
             }
+            NsOp::CreateDir(p) => {
+                ns.dirs.insert(p.clone());
+            }
+            NsOp::RenameDir(from, to) => {
+                if ns.dirs.contains(from) {
+                    ns.move_tree(from, to);
+                }
+            }
+            NsOp::RemoveDir(p) => ns.remove_tree(p),
         }
     }
 }
@@ -101,10 +167,11 @@ struct State {
     rng: u64,
     files: HashMap<Ino, SimFile>,
     next_ino: Ino,
-    names: BTreeMap<PathBuf, Ino>,
-    durable_names: BTreeMap<PathBuf, Ino>,
+    /// The namespace as the running process sees it.
+    ns: Namespace,
+    /// The namespace as made durable by directory syncs.
+    durable_ns: Namespace,
     unsynced_ns: Vec<NsOp>,
-    dirs: BTreeSet<PathBuf>,
     locks: HashSet<PathBuf>,
     epoch: u64,
     ops: u64,
@@ -155,7 +222,7 @@ impl State {
     }
 
     fn ino(&self, path: &Path) -> io::Result<Ino> {
-        self.names.get(path).copied().ok_or_else(|| {
+        self.ns.names.get(path).copied().ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::NotFound,
                 format!("{}: no such file", path.display()),
@@ -165,7 +232,7 @@ impl State {
 
     fn parent_exists(&self, path: &Path) -> io::Result<()> {
         match path.parent() {
-            Some(dir) if self.dirs.contains(dir) => Ok(()),
+            Some(dir) if self.ns.dirs.contains(dir) => Ok(()),
             _ => Err(io::Error::new(
                 io::ErrorKind::NotFound,
                 format!("{}: parent directory does not exist", path.display()),
@@ -243,18 +310,15 @@ impl Default for SimFs {
 impl SimFs {
     /// A new, empty file system containing only the root directory `/`.
     pub fn new(opts: SimOptions) -> Self {
-        let mut dirs = BTreeSet::new();
-        dirs.insert(PathBuf::from("/"));
         SimFs {
             state: Arc::new(Mutex::new(State {
                 opts,
                 rng: opts.seed | 1,
                 files: HashMap::new(),
                 next_ino: 1,
-                names: BTreeMap::new(),
-                durable_names: BTreeMap::new(),
+                ns: Namespace::root(),
+                durable_ns: Namespace::root(),
                 unsynced_ns: Vec::new(),
-                dirs,
                 locks: HashSet::new(),
                 epoch: 0,
                 ops: 0,
@@ -302,14 +366,27 @@ impl SimFs {
         } else {
             0
         };
-        let mut names = std::mem::take(&mut st.durable_names);
+        let mut ns = std::mem::take(&mut st.durable_ns);
         for op in &pending[..keep] {
-            op.apply(&mut names);
+            op.apply(&mut ns);
         }
-        let live: HashSet<Ino> = names.values().copied().collect();
+        // A file's directory exists wherever the file survived.
+        let parents: Vec<PathBuf> = ns
+            .names
+            .keys()
+            .flat_map(|p| {
+                p.ancestors()
+                    .skip(1)
+                    .map(Path::to_path_buf)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        ns.dirs.extend(parents);
+        ns.dirs.insert(PathBuf::from("/"));
+        let live: HashSet<Ino> = ns.names.values().copied().collect();
         st.files.retain(|ino, _| live.contains(ino));
-        st.durable_names = names.clone();
-        st.names = names;
+        st.durable_ns = ns.clone();
+        st.ns = ns;
         st.locks.clear();
         st.epoch += 1;
         st.crash_at = None;
@@ -351,7 +428,12 @@ impl SimFs {
 
     /// Test helper: every file path, sorted.
     pub fn file_paths(&self) -> Vec<PathBuf> {
-        self.state.lock().names.keys().cloned().collect()
+        self.state.lock().ns.names.keys().cloned().collect()
+    }
+
+    /// Test helper: every directory path, sorted.
+    pub fn dir_paths(&self) -> Vec<PathBuf> {
+        self.state.lock().ns.dirs.iter().cloned().collect()
     }
 }
 
@@ -452,31 +534,64 @@ impl FileSystem for SimFs {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         let mut st = self.state.lock();
         st.check(st.epoch)?;
-        // Directories are modelled as always durable: vellum creates them once, at database
-        // creation, and syncs their parents right after.
-        for ancestor in dir.ancestors() {
-            st.dirs.insert(ancestor.to_path_buf());
+        let missing: Vec<PathBuf> = dir
+            .ancestors()
+            .filter(|a| !st.ns.dirs.contains(*a))
+            .map(Path::to_path_buf)
+            .collect();
+        // Outermost first; each new directory's entry is durable once its parent is synced.
+        for d in missing.into_iter().rev() {
+            if st.ns.names.contains_key(&d) {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{}: a file is in the way", d.display()),
+                ));
+            }
+            if st.tick() {
+                return Err(crash_error());
+            }
+            st.ns.dirs.insert(d.clone());
+            st.unsynced_ns.push(NsOp::CreateDir(d));
         }
+        Ok(())
+    }
+
+    fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
+        let mut st = self.state.lock();
+        st.check(st.epoch)?;
+        if !st.ns.dirs.contains(dir) {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{}: no such directory", dir.display()),
+            ));
+        }
+        if st.tick() {
+            return Err(crash_error());
+        }
+        st.ns.remove_tree(dir);
+        st.unsynced_ns.push(NsOp::RemoveDir(dir.to_path_buf()));
         Ok(())
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
         let st = self.state.lock();
         st.check(st.epoch)?;
-        if !st.dirs.contains(dir) {
+        if !st.ns.dirs.contains(dir) {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
                 format!("{}: no such directory", dir.display()),
             ));
         }
         let mut out: Vec<String> = st
+            .ns
             .names
             .keys()
             .filter(|p| p.parent() == Some(dir))
             .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .collect();
         out.extend(
-            st.dirs
+            st.ns
+                .dirs
                 .iter()
                 .filter(|p| p.parent() == Some(dir))
                 .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())),
@@ -488,7 +603,7 @@ impl FileSystem for SimFs {
     fn exists(&self, path: &Path) -> io::Result<bool> {
         let st = self.state.lock();
         st.check(st.epoch)?;
-        Ok(st.names.contains_key(path) || st.dirs.contains(path))
+        Ok(st.ns.names.contains_key(path) || st.ns.dirs.contains(path))
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
@@ -505,7 +620,7 @@ impl FileSystem for SimFs {
     fn open_write(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
         let mut st = self.state.lock();
         st.check(st.epoch)?;
-        let ino = match st.names.get(path) {
+        let ino = match st.ns.names.get(path) {
             Some(ino) => *ino,
             None => {
                 st.parent_exists(path)?;
@@ -515,7 +630,7 @@ impl FileSystem for SimFs {
                 let ino = st.next_ino;
                 st.next_ino += 1;
                 st.files.insert(ino, SimFile::default());
-                st.names.insert(path.to_path_buf(), ino);
+                st.ns.names.insert(path.to_path_buf(), ino);
                 st.unsynced_ns.push(NsOp::Create(path.to_path_buf(), ino));
                 ino
             }
@@ -534,7 +649,7 @@ impl FileSystem for SimFs {
         if st.tick() {
             return Err(crash_error());
         }
-        st.names.remove(path);
+        st.ns.names.remove(path);
         st.unsynced_ns.push(NsOp::Remove(path.to_path_buf()));
         Ok(())
     }
@@ -542,13 +657,28 @@ impl FileSystem for SimFs {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut st = self.state.lock();
         st.check(st.epoch)?;
-        let ino = st.ino(from)?;
         st.parent_exists(to)?;
+        if st.ns.dirs.contains(from) {
+            if st.ns.dirs.contains(to) || st.ns.names.contains_key(to) {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{}: rename target exists", to.display()),
+                ));
+            }
+            if st.tick() {
+                return Err(crash_error());
+            }
+            st.ns.move_tree(from, to);
+            st.unsynced_ns
+                .push(NsOp::RenameDir(from.to_path_buf(), to.to_path_buf()));
+            return Ok(());
+        }
+        let ino = st.ino(from)?;
         if st.tick() {
             return Err(crash_error());
         }
-        st.names.remove(from);
-        st.names.insert(to.to_path_buf(), ino);
+        st.ns.names.remove(from);
+        st.ns.names.insert(to.to_path_buf(), ino);
         st.unsynced_ns
             .push(NsOp::Rename(from.to_path_buf(), to.to_path_buf()));
         Ok(())
@@ -564,7 +694,7 @@ impl FileSystem for SimFs {
         let mut rest = Vec::with_capacity(pending.len());
         for op in pending {
             if op.dir() == Some(dir) {
-                op.apply(&mut st.durable_names);
+                op.apply(&mut st.durable_ns);
             } else {
                 rest.push(op);
             }
@@ -610,6 +740,7 @@ mod tests {
     fn unsynced_writes_are_lost_and_synced_ones_kept() -> io::Result<()> {
         let fs = no_keep();
         fs.create_dir_all(&p("/d"))?;
+        fs.sync_dir(&p("/"))?;
         let mut f = fs.open_write(&p("/d/a"))?;
         f.write_at(0, b"hello")?;
         f.sync_data()?;
@@ -624,6 +755,7 @@ mod tests {
     fn file_without_directory_sync_vanishes() -> io::Result<()> {
         let fs = no_keep();
         fs.create_dir_all(&p("/d"))?;
+        fs.sync_dir(&p("/"))?;
         let mut f = fs.open_write(&p("/d/a"))?;
         f.write_at(0, b"x")?;
         f.sync_data()?;
@@ -688,6 +820,57 @@ mod tests {
             assert!(data.len() <= full.len());
             assert_eq!(&data[..], &full[..data.len()], "seed {seed}: not a prefix");
         }
+        Ok(())
+    }
+
+    #[test]
+    fn a_directory_rename_is_atomic_and_durable_only_after_a_parent_sync() -> io::Result<()> {
+        for seed in 0..40 {
+            let fs = SimFs::new(SimOptions {
+                seed,
+                keep_unsynced: true,
+                tear: true,
+            });
+            fs.create_dir_all(&p("/t"))?;
+            fs.sync_dir(&p("/"))?;
+            fs.create_dir_all(&p("/t/tmp"))?;
+            fs.sync_dir(&p("/t"))?;
+            let mut f = fs.open_write(&p("/t/tmp/a"))?;
+            f.write_at(0, b"data")?;
+            f.sync_data()?;
+            fs.sync_dir(&p("/t/tmp"))?;
+            fs.rename(&p("/t/tmp"), &p("/t/final"))?;
+            let synced = seed % 2 == 0;
+            if synced {
+                fs.sync_dir(&p("/t"))?;
+            }
+            fs.restart();
+            let at_final = fs.exists(&p("/t/final/a"))?;
+            let at_tmp = fs.exists(&p("/t/tmp/a"))?;
+            assert!(at_final != at_tmp, "seed {seed}: exactly one name");
+            assert!(
+                !synced || at_final,
+                "seed {seed}: a synced rename is durable"
+            );
+            let path = if at_final { "/t/final/a" } else { "/t/tmp/a" };
+            assert_eq!(fs.read(&p(path))?, b"data");
+            assert_eq!(
+                fs.exists(&p("/t/final"))?,
+                at_final,
+                "seed {seed}: no empty leftover"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_created_directory_needs_its_parent_synced() -> io::Result<()> {
+        let fs = no_keep();
+        fs.create_dir_all(&p("/a/b"))?;
+        fs.sync_dir(&p("/"))?;
+        fs.restart();
+        assert!(fs.exists(&p("/a"))?);
+        assert!(!fs.exists(&p("/a/b"))?, "its parent /a was never synced");
         Ok(())
     }
 

@@ -58,7 +58,7 @@ pub struct Store {
 impl Store {
     /// Opens the store in `dir` (created if missing) and loads its newest checkpoint.
     pub fn open(fs: Arc<dyn FileSystem>, dir: &Path) -> Result<(Store, Option<CheckpointInfo>)> {
-        fs.create_dir_all(dir).map_err(io_err(dir))?;
+        vellum_fs::create_dir_durable(fs.as_ref(), dir).map_err(io_err(dir))?;
         let mut newest: Option<(Version, PathBuf)> = None;
         let mut older = Vec::new();
         for name in fs.list(dir).map_err(io_err(dir))? {

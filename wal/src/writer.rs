@@ -368,7 +368,7 @@ impl Wal {
                 ),
             });
         }
-        fs.create_dir_all(dir).map_err(io_err(dir))?;
+        vellum_fs::create_dir_durable(fs.as_ref(), dir).map_err(io_err(dir))?;
         let listing = segment::list(fs.as_ref(), dir)?;
         for tmp in listing.temps.iter().chain(&listing.recycling) {
             fs.remove_file(tmp).map_err(io_err(tmp))?;

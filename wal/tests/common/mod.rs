@@ -192,6 +192,9 @@ impl FileSystem for SlowSyncFs {
     fn create_dir_all(&self, dir: &Path) -> std::io::Result<()> {
         self.inner.create_dir_all(dir)
     }
+    fn remove_dir_all(&self, dir: &Path) -> std::io::Result<()> {
+        self.inner.remove_dir_all(dir)
+    }
     fn list(&self, dir: &Path) -> std::io::Result<Vec<String>> {
         self.inner.list(dir)
     }
