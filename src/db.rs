@@ -61,6 +61,7 @@ pub(crate) struct DbInner {
     pub wal_bytes_at_checkpoint: AtomicU64,
     /// Bytes of log replayed at open: they count toward the next checkpoint.
     pub replayed_log_bytes: u64,
+
     /// Serialises checkpoints.
     pub checkpoint_lock: Mutex<()>,
     pub worker: Worker,
@@ -177,13 +178,14 @@ impl Db {
             commit: Mutex::new(CommitState {
                 next_version: Version(visible.0 + 1),
             }),
-            snapshots: Snapshots::new(visible, visible_lsn),
+            snapshots: Snapshots::new(visible, visible_lsn, ckpt_version),
             next_table_id: AtomicU32::new(next_table),
             commits: AtomicU64::new(0),
             conflicts: AtomicU64::new(0),
             checkpoints: AtomicU64::new(0),
             wal_bytes_at_checkpoint: AtomicU64::new(0),
             replayed_log_bytes,
+
             checkpoint_lock: Mutex::new(()),
             worker: Worker::default(),
             locks: LockManager::default(),
@@ -345,7 +347,7 @@ impl DbInner {
         self.store.checkpoint(version, &meta)?;
         self.wal.release_upto(lsn)?;
         self.wal_bytes_at_checkpoint.store(bytes, Ordering::Relaxed);
-        self.store.gc(self.snapshots.horizon());
+        self.store.gc(self.snapshots.collect_horizon());
         self.checkpoints.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

@@ -130,6 +130,18 @@ pub enum Error {
     /// No prepared transaction has that global id.
     #[error("no prepared transaction with global id `{0}`")]
     PreparedNotFound(String),
+    /// The change feed was asked for history that is no longer kept.
+    #[error(
+        "changes after version {requested} are no longer retained: history is kept only after \
+         version {oldest} (older versions were collapsed by a checkpoint); export a snapshot \
+         and follow the feed from its version"
+    )]
+    NotRetained {
+        /// The version asked for.
+        requested: Version,
+        /// The oldest version after which history is complete.
+        oldest: Version,
+    },
     /// A prepared transaction with that global id already exists.
     #[error("a prepared transaction with global id `{0}` already exists")]
     DuplicateGlobalId(String),

@@ -40,6 +40,8 @@ mod catalog;
 mod commit;
 mod db;
 mod error;
+pub mod export;
+mod feed;
 mod identity;
 mod locks;
 mod options;
@@ -47,17 +49,21 @@ mod prepared;
 mod record;
 mod recovery;
 mod retry;
+mod snapshot;
 mod snapshots;
 mod tx;
 mod workers;
 
 pub use db::{Db, Stats};
 pub use error::{ConflictKind, ConflictReport, DeadlockEdge, DeadlockReport, Error, Result};
+pub use export::{ExportFormat, ExportOptions, ExportProgress, ExportReport};
+pub use feed::{Change, ChangeFeed, CommittedTransaction};
 pub use options::{
     Durability, Options, CHANGE_OVERHEAD_BYTES, KEY_SIZE_MAX, TABLE_NAME_MAX,
     TRANSACTION_BYTES_MAX, VALUE_SIZE_MAX,
 };
 pub use prepared::{PreparedInfo, GLOBAL_ID_MAX};
+pub use snapshot::Snapshot;
 pub use tx::{Isolation, RetryPolicy, Scan, Transaction, TxBuilder, Versioned};
 pub use vellum_storage::Version;
 pub use vellum_wal::WalStats;

@@ -21,6 +21,9 @@ struct Inner {
     visible: Version,
     visible_lsn: Lsn,
     live: BTreeMap<Version, usize>,
+    /// Full history is kept above this version: garbage collection has collapsed (or may be
+    /// collapsing) versions at or below it.
+    floor: Version,
 }
 
 /// See the module documentation.
@@ -30,14 +33,41 @@ pub(crate) struct Snapshots {
 }
 
 impl Snapshots {
-    pub fn new(visible: Version, visible_lsn: Lsn) -> Self {
+    pub fn new(visible: Version, visible_lsn: Lsn, floor: Version) -> Self {
         Snapshots {
             inner: Mutex::new(Inner {
                 visible,
                 visible_lsn,
                 live: BTreeMap::new(),
+                floor,
             }),
         }
+    }
+
+    /// Registers a reader of the history after `v` (not a snapshot at the visible version):
+    /// fails with the current floor if that history is no longer complete.
+    pub fn acquire_history(&self, v: Version) -> Result<(), Version> {
+        let mut g = self.inner.lock();
+        if v < g.floor {
+            return Err(g.floor);
+        }
+        *g.live.entry(v).or_insert(0) += 1;
+        Ok(())
+    }
+
+    /// The horizon for a garbage-collection pass, raising the floor to it in the same step so
+    /// no reader can register for history the pass may remove.
+    pub fn collect_horizon(&self) -> Version {
+        let mut g = self.inner.lock();
+        let h = g
+            .live
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(g.visible)
+            .min(g.visible);
+        g.floor = g.floor.max(h);
+        h
     }
 
     /// The newest version readers may see.
@@ -81,17 +111,6 @@ impl Snapshots {
         }
     }
 
-    /// Oldest version any live or future reader may read at.
-    pub fn horizon(&self) -> Version {
-        let g = self.inner.lock();
-        g.live
-            .keys()
-            .next()
-            .copied()
-            .unwrap_or(g.visible)
-            .min(g.visible)
-    }
-
     /// Number of live snapshots.
     pub fn live_count(&self) -> usize {
         self.inner.lock().live.values().sum()
@@ -104,14 +123,21 @@ mod tests {
 
     #[test]
     fn horizon_follows_the_oldest_live_snapshot() {
-        let s = Snapshots::new(Version(5), Lsn(5));
+        let s = Snapshots::new(Version(5), Lsn(5), Version::ZERO);
         let a = s.acquire();
         s.publish(Version(9), Lsn(9));
         let b = s.acquire();
         assert_eq!((a, b), (Version(5), Version(9)));
-        assert_eq!(s.horizon(), Version(5));
+        assert_eq!(s.collect_horizon(), Version(5));
         s.release(a);
-        assert_eq!(s.horizon(), Version(9));
+        assert_eq!(s.collect_horizon(), Version(9));
+        assert_eq!(
+            s.acquire_history(Version(8)),
+            Err(Version(9)),
+            "below the floor"
+        );
+        assert_eq!(s.acquire_history(Version(9)), Ok(()));
+        s.release(Version(9));
         s.release(b);
         s.publish(Version(7), Lsn(7));
         assert_eq!(s.visible(), Version(9), "visible never goes back");

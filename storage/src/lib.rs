@@ -28,4 +28,4 @@ pub use checkpoint::{CHECKPOINT_FORMAT_VERSION, CHECKPOINT_MAGIC};
 pub use error::{Error, Result};
 pub use ids::{TableId, Version};
 pub use memtable::{GcStats, Scan};
-pub use store::{Change, CheckpointInfo, Found, Store};
+pub use store::{CellChange, Change, CheckpointInfo, Found, Store};

@@ -147,6 +147,26 @@ impl Memtable {
         })
     }
 
+    /// Every cell with a version in `(after, upto]`, in index order.
+    pub fn cells_between(
+        &self,
+        after: Version,
+        upto: Version,
+    ) -> impl Iterator<Item = (TableId, Box<[u8]>, Version, CellValue)> + '_ {
+        self.cells.iter().filter_map(move |e| {
+            let k = e.key();
+            let v = k.version.0;
+            (v > after.0 && v <= upto.0).then(|| {
+                (
+                    TableId(k.table),
+                    k.key.clone(),
+                    k.version(),
+                    e.value().clone(),
+                )
+            })
+        })
+    }
+
     /// Every table's newest version at or below `at`.
     pub fn newest_table_versions(&self, at: Version) -> Vec<(TableId, Version)> {
         let mut out: Vec<(TableId, Version)> = Vec::new();

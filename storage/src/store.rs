@@ -25,6 +25,19 @@ pub struct Change<'a> {
     pub value: Option<&'a [u8]>,
 }
 
+/// One stored cell, as returned by [`Store::changes_between`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CellChange {
+    /// The commit version that wrote it.
+    pub version: Version,
+    /// Its table.
+    pub table: TableId,
+    /// Its key.
+    pub key: Vec<u8>,
+    /// Its value, or `None` for a delete.
+    pub value: Option<Vec<u8>>,
+}
+
 /// A cell found by a read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found {
@@ -163,6 +176,24 @@ impl Store {
             .mem
             .change_in_range(table, lower, upper, after)
             .map(|(k, v)| (k.into_vec(), v)))
+    }
+
+    /// Every cell with a version in `(after, upto]`, ordered by version, then table, then
+    /// key: the committed changes of that span, transaction by transaction. The caller must
+    /// know the span is retained (no garbage collection at or above `after`).
+    pub fn changes_between(&self, after: Version, upto: Version) -> Result<Vec<CellChange>> {
+        let mut out: Vec<CellChange> = self
+            .mem
+            .cells_between(after, upto)
+            .map(|(table, key, version, value)| CellChange {
+                version,
+                table,
+                key: key.into_vec(),
+                value: value.map(|v| v.into_vec()),
+            })
+            .collect();
+        out.sort_by(|a, b| (a.version, a.table, &a.key).cmp(&(b.version, b.table, &b.key)));
+        Ok(out)
     }
 
     /// The largest table id that has ever held a cell or a version.
