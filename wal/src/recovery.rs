@@ -167,7 +167,12 @@ pub(crate) fn recover(
             segments: kept,
             tail_offset: stop as u64,
             tail_capacity: header.capacity,
-            tail_needs_zeroing: damaged || search_here.unproven,
+            // Anything but zeros after the stop (damage, unproven frames, or stale frames of
+            // an old log) is cleared before writing resumes there: the invariant is that after
+            // the last frame come zeros, never frames or fragments of frames.
+            tail_needs_zeroing: damaged
+                || search_here.unproven
+                || data.get(stop..).is_some_and(|rest| rest.iter().any(|&b| b != 0)),
             tail_len: data.len() as u64,
             last_lsn: next - 1,
         });
