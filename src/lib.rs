@@ -44,6 +44,7 @@ pub mod export;
 mod feed;
 mod identity;
 mod locks;
+pub mod mirror;
 mod options;
 mod prepared;
 mod record;

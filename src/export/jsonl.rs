@@ -79,6 +79,39 @@ pub(crate) fn write_table(
     Ok((count, entry))
 }
 
+/// Parses a JSON Lines table file back into `(key, value, version)` rows.
+pub(crate) fn parse(path: &Path, data: &[u8]) -> Result<Vec<super::LoadedRow>> {
+    #[derive(serde::Deserialize)]
+    struct OwnedRow {
+        key: String,
+        key_encoding: String,
+        value: String,
+        value_encoding: String,
+        version: u64,
+    }
+    let bad = |what: String| super::corrupt(path, what);
+    let decode = |text: String, encoding: &str| -> Result<Vec<u8>> {
+        match encoding {
+            "utf8" => Ok(text.into_bytes()),
+            "base64" => base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .map_err(|e| bad(format!("bad base64: {e}"))),
+            other => Err(bad(format!("unknown encoding {other}"))),
+        }
+    };
+    let mut rows = Vec::new();
+    for line in data.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let row: OwnedRow =
+            serde_json::from_slice(line).map_err(|e| bad(format!("not a row: {e}")))?;
+        rows.push((
+            decode(row.key, &row.key_encoding)?,
+            decode(row.value, &row.value_encoding)?,
+            Version(row.version),
+        ));
+    }
+    Ok(rows)
+}
+
 #[cfg(test)]
 mod tests {
     use super::encode;

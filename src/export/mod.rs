@@ -242,6 +242,92 @@ impl Snapshot {
     }
 }
 
+/// One table's rows for [`publish_rows`]: `(key, version, value)` in key order.
+pub(crate) struct TableRows<'a> {
+    pub name: &'a str,
+    pub table_version: Version,
+    pub rows: Box<dyn Iterator<Item = (&'a [u8], Version, &'a [u8])> + 'a>,
+}
+
+/// Publishes rows held in memory as a JSON Lines export at `version` (the protocol of
+/// [`Snapshot::export`]); returns the published directory.
+pub(crate) fn publish_rows(
+    fs: &dyn vellum_fs::FileSystem,
+    target: &Path,
+    version: Version,
+    tables: Vec<TableRows<'_>>,
+) -> Result<PathBuf> {
+    let staging = publish::Staging::begin(fs, target, version)?;
+    let mut progress = ExportProgress {
+        table: String::new(),
+        tables_done: 0,
+        tables_total: tables.len(),
+        rows: 0,
+        bytes: 0,
+    };
+    let mut entries = Vec::with_capacity(tables.len());
+    for table in tables {
+        let file_name = publish::file_name_for(table.name, ExportFormat::JsonLines);
+        let rows = table.rows.map(|(k, n, v)| Ok((k.to_vec(), n, v.to_vec())));
+        let (count, file) = jsonl::write_table(
+            fs,
+            &staging.dir().join(&file_name),
+            &file_name,
+            rows,
+            &mut progress,
+            None,
+        )?;
+        entries.push(TableEntry {
+            name: table.name.to_string(),
+            rows: count,
+            table_version: table.table_version.get(),
+            files: vec![file],
+            delta_table: None,
+            delta_version: None,
+        });
+    }
+    staging.publish(&Manifest::new(ExportFormat::JsonLines, version, entries))
+}
+
+/// A row read back from a JSON Lines file: `(key, value, version)`.
+pub(crate) type LoadedRow = (Vec<u8>, Vec<u8>, Version);
+
+/// A table read back by [`read_latest`]: name, rows, table version.
+pub(crate) type LoadedTable = (String, Vec<LoadedRow>, Version);
+
+/// Reads back the JSON Lines export `LATEST` names under `target`: its commit version and
+/// every table. Checks each file's size and checksum against the manifest.
+pub(crate) fn read_latest(
+    fs: &dyn vellum_fs::FileSystem,
+    target: &Path,
+) -> Result<Option<(Version, Vec<LoadedTable>)>> {
+    let Some((dir, manifest)) = publish::latest(fs, target)? else {
+        return Ok(None);
+    };
+    if manifest.format != ExportFormat::JsonLines.name() {
+        return Err(corrupt(
+            &dir,
+            format!("a {} export, not JSON Lines", manifest.format),
+        ));
+    }
+    let mut tables = Vec::with_capacity(manifest.tables.len());
+    for table in &manifest.tables {
+        let mut rows = Vec::with_capacity(table.rows as usize);
+        for file in &table.files {
+            let path = dir.join(&file.path);
+            let data = fs.read(&path).map_err(crate::error::io_err(&path))?;
+            if data.len() as u64 != file.bytes
+                || format!("{:08x}", crc32c::crc32c(&data)) != file.crc32c
+            {
+                return Err(corrupt(&path, "size or checksum differs from the manifest"));
+            }
+            rows.extend(jsonl::parse(&path, &data)?);
+        }
+        tables.push((table.name.clone(), rows, Version(table.table_version)));
+    }
+    Ok(Some((Version(manifest.commit_version), tables)))
+}
+
 /// Reads the manifest of the newest complete export under `target` (the one `LATEST` names),
 /// through the real file system.
 pub fn latest_export(target: impl AsRef<Path>) -> Result<Option<(PathBuf, Manifest)>> {

@@ -172,7 +172,9 @@ pub(crate) fn recover(
             // the last frame come zeros, never frames or fragments of frames.
             tail_needs_zeroing: damaged
                 || search_here.unproven
-                || data.get(stop..).is_some_and(|rest| rest.iter().any(|&b| b != 0)),
+                || data
+                    .get(stop..)
+                    .is_some_and(|rest| rest.iter().any(|&b| b != 0)),
             tail_len: data.len() as u64,
             last_lsn: next - 1,
         });
