@@ -136,6 +136,22 @@ fn every_export_format_is_read_correctly_by_external_readers_while_writers_run()
             serde_json::to_vec(&expected)?,
         )?;
     }
+    // The native format is read back by vellum itself, while the writers still run.
+    let native = db.export(
+        dir.path().join("exports-native"),
+        ExportOptions::new(ExportFormat::Native),
+    )?;
+    let opened = Db::open_export(&native.path)?;
+    assert_eq!(opened.version(), native.version);
+    let mut total = 0u64;
+    for row in opened.scan_all("accounts")? {
+        total += balance(&row?.1);
+    }
+    assert_eq!(
+        total,
+        ACCOUNTS * START,
+        "bank invariant in the native export"
+    );
     stop.store(true, Ordering::Relaxed);
     for w in writers {
         w.join().map_err(|_| "writer panicked")??;

@@ -7,12 +7,13 @@
 //! and checksums); `LATEST` names the newest complete export. Writers keep committing while an
 //! export runs: the snapshot pins its version.
 //!
-//! Formats today: JSON Lines, Parquet and Delta Lake. vellum's native format is planned; the
-//! layout is documented in `docs/format/export.md`.
+//! Formats: JSON Lines, Parquet, Delta Lake, and vellum's native format (a checkpoint file,
+//! openable read-only and restorable). The layout is documented in `docs/format/export.md`.
 
 mod delta;
 mod jsonl;
 mod manifest;
+mod native;
 mod parquet;
 mod publish;
 mod sink;
@@ -41,6 +42,10 @@ pub enum ExportFormat {
     /// One Delta Lake table per vellum table under `target/delta/`, each export adding a Delta
     /// version; `manifest.json` names each table's Delta version.
     Delta,
+    /// vellum's own format: one checkpoint file of every table at the export's version, which
+    /// [`crate::Db::open_export`] opens read-only and [`crate::Db::restore_export`] restores
+    /// into a new database.
+    Native,
 }
 
 impl ExportFormat {
@@ -50,6 +55,7 @@ impl ExportFormat {
             ExportFormat::JsonLines => "jsonl",
             ExportFormat::Parquet => "parquet",
             ExportFormat::Delta => "delta",
+            ExportFormat::Native => "native",
         }
     }
 }
@@ -148,6 +154,27 @@ impl Snapshot {
         let target = target.as_ref();
         let staging = publish::Staging::begin(fs.as_ref(), target, self.version())?;
         let tables = self.list_tables()?;
+        if options.format == ExportFormat::Native {
+            let (manifest, rows, bytes) = native::write(self, fs.as_ref(), staging.dir(), &tables)?;
+            let path = staging.publish(&manifest)?;
+            if let Some(f) = &options.progress {
+                f(&ExportProgress {
+                    table: String::new(),
+                    tables_done: tables.len(),
+                    tables_total: tables.len(),
+                    rows,
+                    bytes,
+                });
+            }
+            return Ok(ExportReport {
+                path,
+                version: self.version(),
+                rows,
+                bytes,
+                manifest,
+                elapsed: started.elapsed(),
+            });
+        }
         let mut entries = Vec::with_capacity(tables.len());
         let mut delta_pending = Vec::new();
         let mut progress = ExportProgress {
@@ -185,6 +212,9 @@ impl Snapshot {
                     &mut progress,
                     options.progress.as_deref(),
                 )?,
+                ExportFormat::Native => {
+                    return Err(Error::InvalidArgument("native exports are whole".into()))
+                }
                 ExportFormat::Delta => {
                     let stem = publish::file_stem_for(name);
                     let (count, file, table_dir) = delta::write_data(

@@ -93,6 +93,7 @@ pub(crate) fn file_name_for(table: &str, format: ExportFormat) -> String {
         ExportFormat::JsonLines => "jsonl",
         ExportFormat::Parquet => "parquet",
         ExportFormat::Delta => "delta",
+        ExportFormat::Native => "ckpt",
     };
     format!("{}.{ext}", file_stem_for(table))
 }

@@ -231,6 +231,22 @@ impl Store {
         })
     }
 
+    /// Writes a checkpoint of the store at `version` into another directory `dir` (for
+    /// exports), durably; does not touch the store's own checkpoints. Returns its path.
+    pub fn write_checkpoint_to(
+        &self,
+        dir: &Path,
+        version: Version,
+        meta: &[u8],
+    ) -> Result<PathBuf> {
+        checkpoint::write(self.fs.as_ref(), dir, version, meta, &self.mem)
+    }
+
+    /// The file name a checkpoint at `version` has.
+    pub fn checkpoint_file_name(version: Version) -> String {
+        checkpoint::file_name(version)
+    }
+
     /// Drops every version no read at a version `≥ horizon` can see.
     pub fn gc(&self, horizon: Version) -> GcStats {
         self.mem.gc(horizon)
