@@ -3,7 +3,9 @@
 //! Built from the versioned storage: every cell of a version belongs to one committed
 //! transaction, so grouping the cells of versions `(after, now]` by version gives each
 //! transaction's puts and deletes across all its tables, in commit order. Catalog changes
-//! appear as [`Change::CreateTable`] / [`Change::DropTable`].
+//! appear as [`Change::CreateTable`] / [`Change::DropTable`]. A transaction that drops a table
+//! and creates one of the same name shows only the `CreateTable` (both changed the same
+//! catalog entry): consumers treat `CreateTable` of an existing table as "start it empty".
 //!
 //! Retention: storage keeps full history only above its *history floor*, the version at or
 //! below which checkpoints have collapsed old versions (the checkpoint version at open, then

@@ -15,7 +15,7 @@ type TestResult = Result<(), Box<dyn StdError>>;
 #[derive(Default)]
 struct SinkState {
     calls: u64,
-    rows: BTreeMap<(String, Vec<u8>), Vec<u8>>,
+    rows: AllRows,
     position: Option<Version>,
     applied: Vec<Version>,
     snapshots: u64,
@@ -28,7 +28,7 @@ struct FlakySink(Arc<Mutex<SinkState>>);
 impl FlakySink {
     fn fail_every_third(s: &mut SinkState) -> Result<(), MirrorError> {
         s.calls += 1;
-        if s.calls % 3 == 0 {
+        if s.calls.is_multiple_of(3) {
             return Err("injected sink failure".into());
         }
         Ok(())
@@ -97,7 +97,10 @@ impl Mirror for FlakySink {
     }
 }
 
-fn db_rows(db: &Db) -> Result<(Version, BTreeMap<(String, Vec<u8>), Vec<u8>>), Error> {
+/// Every row of every table: (table, key) → value.
+type AllRows = BTreeMap<(String, Vec<u8>), Vec<u8>>;
+
+fn db_rows(db: &Db) -> Result<(Version, AllRows), Error> {
     let snap = db.snapshot()?;
     let mut rows = BTreeMap::new();
     for table in snap.list_tables()? {

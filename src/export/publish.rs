@@ -14,7 +14,6 @@
 //! `LATEST` naming a complete one or absent; leftover staging directories are removed by the
 //! next export. A published directory is never modified.
 
-use super::sink::FileSink;
 use super::{corrupt, ExportFormat, Manifest};
 use crate::error::{io_err, Result};
 use rand::Rng;
@@ -72,10 +71,10 @@ impl<'a> Staging<'a> {
         let json = serde_json::to_vec_pretty(manifest).map_err(|e| {
             crate::Error::InvalidArgument(format!("cannot encode the manifest: {e}"))
         })?;
-        let mut sink = FileSink::create(fs, &self.dir.join(MANIFEST), MANIFEST)?;
-        sink.write(&json)?;
-        sink.finish()?;
-        fs.sync_dir(&self.dir).map_err(io_err(&self.dir))?;
+        // Atomically, so that even an unpublished staging directory never holds a torn
+        // manifest: temporary file, sync, rename, directory sync.
+        let manifest_path = self.dir.join(MANIFEST);
+        vellum_fs::write_file_atomic(fs, &manifest_path, &json).map_err(io_err(&manifest_path))?;
         let published = self.target.join(&self.name);
         fs.rename(&self.dir, &published)
             .map_err(io_err(&self.dir))?;
@@ -98,9 +97,17 @@ pub(crate) fn file_name_for(table: &str, format: ExportFormat) -> String {
     format!("{}.{ext}", file_stem_for(table))
 }
 
+/// Longest table file stem before it is shortened: leaves room for an extension within the
+/// 255-byte file-name limit of common file systems.
+const STEM_MAX: usize = 120;
+/// How much of a shortened stem is kept before its hash.
+const STEM_KEPT: usize = 100;
+
 /// The table name made portable: every byte outside `[A-Za-z0-9-]` (including `_` itself) is
 /// written as `_XX` (uppercase hex), so distinct tables get distinct names that are safe in file
 /// systems and in URLs (readers such as deltalake parse paths as URLs, where `%` would decode).
+/// A stem longer than [`STEM_MAX`] bytes keeps its first [`STEM_KEPT`] bytes followed by `~` and
+/// a 64-bit FNV-1a hash of the whole table name in hex.
 pub(crate) fn file_stem_for(table: &str) -> String {
     let mut out = String::with_capacity(table.len() + 8);
     for b in table.bytes() {
@@ -109,6 +116,13 @@ pub(crate) fn file_stem_for(table: &str) -> String {
         } else {
             out.push_str(&format!("_{b:02X}"));
         }
+    }
+    if out.len() > STEM_MAX {
+        let hash = table.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        out.truncate(STEM_KEPT);
+        out.push_str(&format!("~{hash:016x}"));
     }
     out
 }
@@ -159,5 +173,8 @@ mod tests {
             file_name_for("a_2F", ExportFormat::JsonLines),
             file_name_for("a/", ExportFormat::JsonLines)
         );
+        let long = file_name_for(&" ".repeat(255), ExportFormat::Parquet);
+        assert!(long.len() <= 255 - 10, "{}", long.len());
+        assert_ne!(long, file_name_for(&" ".repeat(254), ExportFormat::Parquet));
     }
 }
