@@ -45,10 +45,17 @@ struct Search {
     unproven: bool,
 }
 
-/// Searches `data[from..]` for frames with lsn ≥ `missing`.
-fn search(data: &[u8], from: usize, missing: u64) -> Search {
+/// Searches `data` after `stop` (where record `missing` should have been) for frames with
+/// lsn ≥ `missing`.
+///
+/// Only frames that could be real count: the `k`-th record after `missing` starts at least
+/// `k` frame headers after `stop`, so a frame at offset `i` has lsn ≤ `missing + (i - stop) /
+/// FRAME_HEADER_SIZE`, and a real frame's durable lsn is below its own lsn. A checksummed
+/// frame-shaped fragment inside client data (for example the payload of a torn record whose
+/// header was lost) fails these bounds unless crafted to fit them.
+fn search(data: &[u8], stop: usize, missing: u64) -> Search {
     let mut found = Search::default();
-    let mut i = from;
+    let mut i = stop + 1;
     while i + FRAME_HEADER_SIZE <= data.len() {
         // A frame header is never all zeros (its lsn is ≥ 1), so a run of zeros can be skipped
         // up to the last FRAME_HEADER_SIZE - 1 bytes before the next non-zero byte.
@@ -65,8 +72,9 @@ fn search(data: &[u8], from: usize, missing: u64) -> Search {
                 }
             }
         }
+        let lsn_max = missing.saturating_add(((i - stop) / FRAME_HEADER_SIZE) as u64);
         match parse_frame(data, i) {
-            Parsed::Valid(h, payload) => {
+            Parsed::Valid(h, payload) if h.lsn <= lsn_max && h.durable_lsn < h.lsn => {
                 if h.lsn >= missing {
                     if h.durable_lsn >= missing {
                         found.proof = Some(i);
@@ -150,7 +158,7 @@ pub(crate) fn recover(
             continue;
         }
         // The log ends here.
-        let search_here = search(&data, stop + 1, next);
+        let search_here = search(&data, stop, next);
         if let Some(at) = search_here.proof {
             return Err(corruption(
                 path,
