@@ -50,15 +50,7 @@ impl Transaction {
             return Ok(self.snapshot);
         }
         let result = commit_inner(&self);
-        if let Err(Error::Conflict(_)) = &result {
-            self.db.conflicts.fetch_add(1, Ordering::Relaxed);
-        }
-        self.finish(if result.is_ok() {
-            TxState::Committed
-        } else {
-            TxState::RolledBack
-        });
-        result
+        self.conclude(result, TxState::Committed)
     }
 
     /// Phase one of two-phase commit: validates like a commit, durably logs the whole write
@@ -76,11 +68,17 @@ impl Transaction {
             )));
         }
         let result = prepare_inner(&self, global_id);
+        self.conclude(result, TxState::Prepared)
+    }
+
+    /// Ends the transaction after a commit or prepare attempt: in `done` on success, rolled
+    /// back otherwise (conflicts counted).
+    fn conclude<T>(&mut self, result: Result<T>, done: TxState) -> Result<T> {
         if let Err(Error::Conflict(_)) = &result {
             self.db.conflicts.fetch_add(1, Ordering::Relaxed);
         }
         self.finish(if result.is_ok() {
-            TxState::Prepared
+            done
         } else {
             TxState::RolledBack
         });

@@ -159,7 +159,11 @@ fn a_flaky_sink_and_a_restarted_runner_mirror_5000_transactions_exactly_once() -
         })
         .collect();
     // Restart the runner mid-stream: the new one resumes from the sink's durable position.
-    while db.stats().commits < 2 + THREADS * PER_THREAD / 2 {
+    // (Mid-stream: half the transactions committed and the first runner has applied some.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while (db.stats().commits < 2 + THREADS * PER_THREAD / 2 || first.status().applied == 0)
+        && std::time::Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(5));
     }
     let stopped = first.stop();

@@ -75,6 +75,19 @@ pub struct ExportProgress {
     pub bytes: u64,
 }
 
+impl ExportProgress {
+    /// Progress before anything is written, for an export of `tables_total` tables.
+    fn starting(tables_total: usize) -> Self {
+        ExportProgress {
+            table: String::new(),
+            tables_done: 0,
+            tables_total,
+            rows: 0,
+            bytes: 0,
+        }
+    }
+}
+
 /// A progress callback.
 pub type ProgressFn = Arc<dyn Fn(&ExportProgress) + Send + Sync>;
 
@@ -177,13 +190,7 @@ impl Snapshot {
         }
         let mut entries = Vec::with_capacity(tables.len());
         let mut delta_pending = Vec::new();
-        let mut progress = ExportProgress {
-            table: String::new(),
-            tables_done: 0,
-            tables_total: tables.len(),
-            rows: 0,
-            bytes: 0,
-        };
+        let mut progress = ExportProgress::starting(tables.len());
         for name in &tables {
             progress.table = name.clone();
             let id = self.tx.table_id(name)?;
@@ -288,13 +295,7 @@ pub(crate) fn publish_rows(
     tables: Vec<TableRows<'_>>,
 ) -> Result<PathBuf> {
     let staging = publish::Staging::begin(fs, target, version)?;
-    let mut progress = ExportProgress {
-        table: String::new(),
-        tables_done: 0,
-        tables_total: tables.len(),
-        rows: 0,
-        bytes: 0,
-    };
+    let mut progress = ExportProgress::starting(tables.len());
     let mut entries = Vec::with_capacity(tables.len());
     for table in tables {
         let file_name = publish::file_name_for(table.name, ExportFormat::JsonLines);
