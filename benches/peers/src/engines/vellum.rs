@@ -1,0 +1,81 @@
+//! vellum, `Durability::Immediate` (commit returns after `fdatasync`; group commit), snapshot
+//! isolation, optimistic transactions (first committer wins).
+
+use crate::engine::{decode_balance, Engine, Outcome, Res, Transfer};
+use std::path::Path;
+use vellum::{Db, Durability, Error, Options};
+
+pub struct VellumEngine {
+    db: Db,
+}
+
+impl VellumEngine {
+    pub fn open(dir: &Path, tables: &[&str]) -> Res<Self> {
+        let db = Db::open_with(
+            dir.join("db"),
+            Options::default().durability(Durability::Immediate),
+        )?;
+        let existing = db.list_tables()?;
+        for t in tables {
+            if !existing.iter().any(|e| e == t) {
+                db.create_table(t)?;
+            }
+        }
+        Ok(VellumEngine { db })
+    }
+}
+
+impl Engine for VellumEngine {
+    fn put(&self, table: &str, pairs: &[(&[u8], &[u8])]) -> Res<()> {
+        let mut tx = self.db.begin()?;
+        for (k, v) in pairs {
+            tx.put(table, k, v)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn transfer(&self, t: &Transfer<'_>) -> Res<Outcome> {
+        let mut tx = self.db.begin()?;
+        let from = decode_balance(&tx.get("accounts", t.from)?.ok_or("missing account")?)?;
+        let to = decode_balance(&tx.get("accounts", t.to)?.ok_or("missing account")?)?;
+        tx.put("accounts", t.from, (from - t.amount).to_le_bytes())?;
+        tx.put("accounts", t.to, (to + t.amount).to_le_bytes())?;
+        tx.put("ledger", t.ledger_key, t.ledger_value)?;
+        match tx.commit() {
+            Ok(_) => Ok(Outcome::Committed),
+            Err(Error::Conflict(_)) => Ok(Outcome::Conflict),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn get(&self, table: &str, key: &[u8]) -> Res<Option<Vec<u8>>> {
+        let tx = self.db.begin_read()?;
+        Ok(tx.get(table, key)?)
+    }
+
+    fn scan(&self, table: &str, start: &[u8], limit: usize) -> Res<usize> {
+        let tx = self.db.begin_read()?;
+        let mut n = 0;
+        for row in tx.scan(table, start..)?.take(limit) {
+            let (k, v) = row?;
+            std::hint::black_box((k, v));
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn for_each(&self, table: &str, f: &mut dyn FnMut(&[u8], &[u8]) -> Res<()>) -> Res<()> {
+        let tx = self.db.begin_read()?;
+        for row in tx.scan_all(table)? {
+            let (k, v) = row?;
+            f(&k, &v)?;
+        }
+        Ok(())
+    }
+
+    fn close(self: Box<Self>) -> Res<()> {
+        self.db.close()?;
+        Ok(())
+    }
+}
