@@ -16,7 +16,8 @@ use crate::catalog::{self, CATALOG};
 use crate::db::Db;
 use crate::error::{Error, Result};
 use std::collections::HashMap;
-use vellum_storage::{TableId, Version};
+use std::ops::Bound;
+use vellum_storage::{CellChange, TableId, Version};
 
 /// One change of a committed transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,7 +102,7 @@ impl Db {
     fn collect_changes(&self, after: Version) -> Result<ChangeFeed> {
         let upto = self.version();
         let cells = self.inner.store.changes_between(after, upto)?;
-        let names = table_names(self)?;
+        let names = table_names(self, after, &cells)?;
         let name = |t: TableId| {
             names
                 .get(&t)
@@ -147,17 +148,22 @@ impl Db {
     }
 }
 
-/// Every table id that any retained catalog entry names, with that name.
-fn table_names(db: &Db) -> Result<HashMap<TableId, String>> {
+/// The names of every table that can have rows in `(after, ..]` of `cells`: the catalog as of
+/// `after` (readable: `after` is at or above the history floor) plus the tables the span
+/// creates. A table with rows in the span existed at `after` or was created in it.
+fn table_names(db: &Db, after: Version, cells: &[CellChange]) -> Result<HashMap<TableId, String>> {
     let mut names = HashMap::new();
-    for cell in db
+    let existing = db
         .inner
         .store
-        .changes_between(Version::ZERO, Version::MAX)?
-    {
-        if cell.table != CATALOG {
-            continue;
+        .scan(CATALOG, Bound::Unbounded, Bound::Unbounded, after);
+    for row in existing {
+        let (key, _, value) = row?;
+        if let Some(id) = catalog::decode_id(&value) {
+            names.insert(id, String::from_utf8_lossy(&key).into_owned());
         }
+    }
+    for cell in cells.iter().filter(|c| c.table == CATALOG) {
         if let Some(id) = cell.value.as_deref().and_then(catalog::decode_id) {
             names.insert(id, String::from_utf8_lossy(&cell.key).into_owned());
         }

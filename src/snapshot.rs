@@ -7,6 +7,7 @@ use crate::db::Db;
 use crate::error::Result;
 use crate::export::{ExportOptions, ExportReport};
 use crate::tx::{Scan, Transaction, Versioned};
+use std::ops::Bound;
 use std::path::Path;
 use vellum_storage::Version;
 
@@ -59,6 +60,17 @@ impl Snapshot {
     /// Names of every table at this version, sorted.
     pub fn list_tables(&self) -> Result<Vec<String>> {
         self.tx.list_tables()
+    }
+
+    /// Every row of `table` with the version of the commit that wrote it:
+    /// `(key, version, value)` in key order.
+    pub(crate) fn versioned_rows(&self, table: &str) -> Result<vellum_storage::Scan<'_>> {
+        let id = self.tx.table_id(table)?;
+        Ok(self
+            .tx
+            .db
+            .store
+            .scan(id, Bound::Unbounded, Bound::Unbounded, self.version()))
     }
 
     /// The version of the newest commit at or below this snapshot that changed `table`.

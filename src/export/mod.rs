@@ -193,13 +193,7 @@ impl Snapshot {
         let mut progress = ExportProgress::starting(tables.len());
         for name in &tables {
             progress.table = name.clone();
-            let id = self.tx.table_id(name)?;
-            let rows = db.store.scan(
-                id,
-                std::ops::Bound::Unbounded,
-                std::ops::Bound::Unbounded,
-                self.version(),
-            );
+            let rows = self.versioned_rows(name)?;
             let file_name = publish::file_name_for(name, options.format);
             let entry = match options.format {
                 ExportFormat::JsonLines => jsonl::write_table(

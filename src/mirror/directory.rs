@@ -132,12 +132,8 @@ impl Mirror for DirectoryMirror {
         let mut tables = BTreeMap::new();
         for name in snapshot.list_tables()? {
             let mut rows = Rows::new();
-            for row in snapshot.scan_all(&name)? {
-                let (key, value) = row?;
-                let version = snapshot
-                    .get_versioned(&name, &key)?
-                    .and_then(|v| v.version)
-                    .unwrap_or(snapshot.version());
+            for row in snapshot.versioned_rows(&name)? {
+                let (key, version, value) = row?;
                 rows.insert(key, (value, version));
             }
             let table_version = snapshot.table_version(&name)?;
