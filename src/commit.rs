@@ -105,6 +105,7 @@ fn commit_inner(tx: &Transaction) -> Result<Version> {
         changes.iter().map(|c| (c.table, c.key, c.value)),
         tx.write_bytes,
     );
+    db.make_room();
     let arrival = db.wal.announce();
     let (version, ticket) = {
         let mut commit = db.commit.lock();
@@ -243,15 +244,29 @@ impl Db {
 }
 
 impl DbInner {
+    /// Before taking the commit lock: asks for a flush once the memtable is full, and waits
+    /// (a counted write stall) while storage is over its limits.
+    pub(crate) fn make_room(&self) {
+        if self.store.needs_flush() {
+            self.worker.nudge();
+        }
+        self.store.wait_for_room(WRITE_STALL_MAX);
+    }
+
     /// Publishes a durable commit and counts it.
     fn published(&self, version: Version, lsn: vellum_wal::Lsn) {
         self.snapshots.publish(version, lsn);
+        self.retention.record(version);
         self.commits.fetch_add(1, Ordering::Relaxed);
         if crate::workers::checkpoint_due(self) {
             self.worker.nudge();
         }
     }
 }
+
+/// The longest a commit waits for storage to make room; past it the commit proceeds (memory
+/// grows) rather than failing.
+const WRITE_STALL_MAX: std::time::Duration = std::time::Duration::from_secs(10);
 
 struct Reporter<'a> {
     tx: &'a Transaction,

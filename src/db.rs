@@ -10,6 +10,7 @@ use crate::identity;
 use crate::locks::{LockManager, TxId};
 use crate::options::{Durability, Options};
 use crate::prepared::{PreparedInfo, TwoPhase};
+use crate::retention::Retention;
 use crate::snapshots::Snapshots;
 use crate::tx::{Transaction, TxBuilder};
 use crate::workers::Worker;
@@ -20,7 +21,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vellum_fs::{DirLock, FileSystem};
-use vellum_storage::{Store, TableId, Version};
+use vellum_storage::{Store, StoreOptions, StoreStats, TableId, VerifyReport, Version};
 use vellum_wal::{Lsn, SyncPolicy, Wal, WalOptions, WalStats};
 
 /// State guarded by the commit lock: validation, version assignment, log enqueue and apply to
@@ -43,6 +44,8 @@ pub struct Stats {
     pub live_transactions: usize,
     /// Write-ahead-log counters (records, write batches, syncs, bytes).
     pub wal: WalStats,
+    /// Storage counters: flushes, compactions, write stalls, segments, memory.
+    pub storage: StoreStats,
 }
 
 #[derive(Debug)]
@@ -53,6 +56,7 @@ pub(crate) struct DbInner {
     pub wal: Wal,
     pub commit: Mutex<CommitState>,
     pub snapshots: Snapshots,
+    pub retention: Retention,
     pub next_table_id: AtomicU32,
     pub commits: AtomicU64,
     pub conflicts: AtomicU64,
@@ -120,7 +124,15 @@ impl Db {
                 }
             }
         })?;
-        let (store, checkpoint) = Store::open(fs.clone(), &path.join("data"))?;
+        let store_opts = StoreOptions {
+            memtable_bytes: opts.memtable_bytes,
+            block_cache_bytes: opts.block_cache_bytes,
+            ..StoreOptions::default()
+        };
+        let (store, checkpoint) = Store::open_with(fs.clone(), &path.join("data"), store_opts)?;
+        let history_floor = checkpoint
+            .as_ref()
+            .map_or(Version::ZERO, |c| c.history_floor);
         let mut two_phase = TwoPhase::default();
         let (ckpt_version, ckpt_lsn) = match &checkpoint {
             Some(info) => {
@@ -178,7 +190,8 @@ impl Db {
             commit: Mutex::new(CommitState {
                 next_version: Version(visible.0 + 1),
             }),
-            snapshots: Snapshots::new(visible, visible_lsn, ckpt_version),
+            snapshots: Snapshots::new(visible, visible_lsn, history_floor.min(ckpt_version)),
+            retention: Retention::new(opts.retain_versions, opts.retain_versions_for, visible),
             next_table_id: AtomicU32::new(next_table),
             commits: AtomicU64::new(0),
             conflicts: AtomicU64::new(0),
@@ -292,6 +305,38 @@ impl Db {
         self.inner.checkpoint()
     }
 
+    /// A read-only view of every table at an older `version`: any version from the oldest
+    /// retained one (kept by a live snapshot or transaction, or by
+    /// [`Options::retain_versions`] / [`Options::retain_versions_for`]) up to
+    /// [`Db::version`]. An older version fails with [`Error::NotRetained`] naming the oldest
+    /// one readable; a newer one with [`Error::InvalidArgument`].
+    pub fn read_at(&self, version: Version) -> Result<crate::Snapshot> {
+        let visible = self.inner.snapshots.visible();
+        if version > visible {
+            return Err(Error::InvalidArgument(format!(
+                "version {version} is not committed yet (newest: {visible})"
+            )));
+        }
+        let tx = Transaction::new_at(self.inner.clone(), self.tx().read_only().config(), version)?;
+        Ok(crate::Snapshot { tx })
+    }
+
+    /// Checks every checksum of the manifest and of every segment file, and reports what it
+    /// found; damage is listed as [`Error::Corruption`] naming the file and offset.
+    pub fn verify(&self) -> VerifyReport {
+        self.inner.store.verify()
+    }
+
+    /// Flushes recent commits to a segment, then merges every segment into one, dropping the
+    /// versions that no snapshot, transaction or retention window can read. Reclaims disk
+    /// space after many overwrites and deletes; runs on the calling thread.
+    pub fn compact(&self) -> Result<()> {
+        self.inner.checkpoint()?;
+        self.inner.collect_garbage();
+        self.inner.store.compact_all()?;
+        Ok(())
+    }
+
     /// Counters since open.
     pub fn stats(&self) -> Stats {
         let i = &self.inner;
@@ -301,6 +346,7 @@ impl Db {
             checkpoints: i.checkpoints.load(Ordering::Relaxed),
             live_transactions: i.snapshots.live_count(),
             wal: i.wal.stats(),
+            storage: i.store.stats(),
         }
     }
 
@@ -344,12 +390,21 @@ impl DbInner {
         // A checkpoint must never cover log records that are not durable yet (Buffered and
         // None modes): after a power cut the log would end below the checkpoint.
         self.wal.sync()?;
+        // Collapsing what no reader needs first keeps it out of the segment, and records the
+        // horizon in the manifest the flush writes.
+        self.collect_garbage();
         self.store.checkpoint(version, &meta)?;
         self.wal.release_upto(lsn)?;
         self.wal_bytes_at_checkpoint.store(bytes, Ordering::Relaxed);
-        self.store.gc(self.snapshots.collect_horizon());
         self.checkpoints.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Raises storage's garbage-collection horizon to what no snapshot, no history reader and
+    /// no retention window needs any more.
+    pub(crate) fn collect_garbage(&self) {
+        let keep = self.retention.floor(self.snapshots.visible());
+        self.store.gc(self.snapshots.collect_horizon(keep));
     }
 
     pub(crate) fn next_tx_id(&self) -> TxId {

@@ -49,6 +49,7 @@ mod options;
 mod prepared;
 mod record;
 mod recovery;
+mod retention;
 mod retry;
 mod snapshot;
 mod snapshots;

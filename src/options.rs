@@ -60,6 +60,19 @@ pub struct Options {
     pub lock_wait_timeout: Duration,
     /// How [`crate::Db::run`] retries. Default: [`RetryPolicy::default`].
     pub retry: RetryPolicy,
+    /// Bytes of recent commits kept in memory before they are flushed to a segment file (a
+    /// checkpoint is taken once this much accumulated; commits stall, counted in
+    /// [`crate::Stats`], while twice as much waits). Default: 64 MiB.
+    pub memtable_bytes: u64,
+    /// Bytes of segment blocks cached in memory. Default: 32 MiB.
+    pub block_cache_bytes: u64,
+    /// Keep every version of the last this-many commits readable through
+    /// [`crate::Db::read_at`], even when no snapshot pins them. Default: 0.
+    pub retain_versions: u64,
+    /// Keep every version committed within this window readable through
+    /// [`crate::Db::read_at`]. Versions committed before the database was opened count as
+    /// committed at the open (they are kept at least this long after it). Default: zero.
+    pub retain_versions_for: Duration,
 }
 
 impl Default for Options {
@@ -72,6 +85,10 @@ impl Default for Options {
             file_system: Arc::new(RealFs),
             lock_wait_timeout: Duration::from_secs(1),
             retry: RetryPolicy::default(),
+            memtable_bytes: 64 << 20,
+            block_cache_bytes: 32 << 20,
+            retain_versions: 0,
+            retain_versions_for: Duration::ZERO,
         }
     }
 }
@@ -110,6 +127,30 @@ impl Options {
     /// Sets [`Options::retry`].
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.retry = policy;
+        self
+    }
+
+    /// Sets [`Options::memtable_bytes`].
+    pub fn memtable_bytes(mut self, bytes: u64) -> Self {
+        self.memtable_bytes = bytes;
+        self
+    }
+
+    /// Sets [`Options::block_cache_bytes`].
+    pub fn block_cache_bytes(mut self, bytes: u64) -> Self {
+        self.block_cache_bytes = bytes;
+        self
+    }
+
+    /// Sets [`Options::retain_versions`].
+    pub fn retain_versions(mut self, count: u64) -> Self {
+        self.retain_versions = count;
+        self
+    }
+
+    /// Sets [`Options::retain_versions_for`].
+    pub fn retain_versions_for(mut self, window: Duration) -> Self {
+        self.retain_versions_for = window;
         self
     }
 

@@ -55,9 +55,10 @@ impl Snapshots {
         Ok(())
     }
 
-    /// The horizon for a garbage-collection pass, raising the floor to it in the same step so
-    /// no reader can register for history the pass may remove.
-    pub fn collect_horizon(&self) -> Version {
+    /// The horizon for a garbage-collection pass, at most `keep` (a retention floor), raising
+    /// the floor to it in the same step so no reader can register for history the pass may
+    /// remove.
+    pub fn collect_horizon(&self, keep: Version) -> Version {
         let mut g = self.inner.lock();
         let h = g
             .live
@@ -65,7 +66,8 @@ impl Snapshots {
             .next()
             .copied()
             .unwrap_or(g.visible)
-            .min(g.visible);
+            .min(g.visible)
+            .min(keep);
         g.floor = g.floor.max(h);
         h
     }
@@ -128,9 +130,9 @@ mod tests {
         s.publish(Version(9), Lsn(9));
         let b = s.acquire();
         assert_eq!((a, b), (Version(5), Version(9)));
-        assert_eq!(s.collect_horizon(), Version(5));
+        assert_eq!(s.collect_horizon(Version::MAX), Version(5));
         s.release(a);
-        assert_eq!(s.collect_horizon(), Version(9));
+        assert_eq!(s.collect_horizon(Version::MAX), Version(9));
         assert_eq!(
             s.acquire_history(Version(8)),
             Err(Version(9)),

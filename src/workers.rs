@@ -1,8 +1,10 @@
 //! Background work: the checkpoint worker.
 //!
 //! One thread per database wakes when a commit reports that enough log has accumulated
-//! ([`Options::checkpoint_after_wal_bytes`](crate::Options)) and writes a checkpoint, so the
-//! log and reopen time stay bounded. It holds only a weak reference to the database, so it
+//! ([`Options::checkpoint_after_wal_bytes`](crate::Options)) or the memtable reached its budget
+//! ([`Options::memtable_bytes`](crate::Options)), and writes a checkpoint: a flush of the
+//! memtable to a segment file, after which the log it covers is released. So memory, the log
+//! and reopen time stay bounded. (Compaction runs on storage's own thread.) It holds only a weak reference to the database, so it
 //! never keeps it open. A checkpoint that fails while writing its file is logged and retried at
 //! the next trigger (the log simply stays longer); one that fails to sync or release the log
 //! leaves the log poisoned, and the database then refuses writes (fail-stop).
@@ -83,9 +85,9 @@ fn run(db: Weak<DbInner>, signal: Arc<(Mutex<Signal>, Condvar)>) {
     }
 }
 
-/// True once enough log accumulated since the last checkpoint.
+/// True once enough log accumulated since the last checkpoint, or the memtable is full.
 pub(crate) fn checkpoint_due(db: &DbInner) -> bool {
     let written = db.log_bytes();
     let at_last = db.wal_bytes_at_checkpoint.load(Ordering::Relaxed);
-    written.saturating_sub(at_last) >= db.opts.checkpoint_after_wal_bytes
+    written.saturating_sub(at_last) >= db.opts.checkpoint_after_wal_bytes || db.store.needs_flush()
 }

@@ -43,6 +43,19 @@ pub trait WritableFile: Send + Sync + Debug {
     }
 }
 
+/// A finished file opened for positional reads (segment files). Reads never see later writes
+/// through other handles; callers only open files that are complete and synced.
+pub trait ReadableFile: Send + Sync + Debug {
+    /// Fills `buf` with the bytes at `offset`; fails with `UnexpectedEof` past the end.
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+    /// The length of the file when it was opened.
+    fn len(&self) -> u64;
+    /// True if the file has no bytes.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// A held lock on a database directory; released when dropped.
 pub trait DirLock: Send + Sync + Debug {}
 
@@ -59,6 +72,8 @@ pub trait FileSystem: Send + Sync + Debug + 'static {
     fn exists(&self, path: &Path) -> io::Result<bool>;
     /// Reads a whole file.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// Opens an existing file for positional reads.
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn ReadableFile>>;
     /// Opens `path` for writing, creating it (empty) if it does not exist. Never truncates.
     fn open_write(&self, path: &Path) -> io::Result<Box<dyn WritableFile>>;
     /// Removes a file.

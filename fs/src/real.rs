@@ -4,7 +4,7 @@
 //! directory and calls `fsync` on it. Directory locks use `flock`-style advisory locks on a
 //! `LOCK` file inside the directory, held for as long as the returned guard lives.
 
-use crate::{DirLock, FileSystem, WritableFile};
+use crate::{DirLock, FileSystem, ReadableFile, WritableFile};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -34,6 +34,22 @@ impl WritableFile for RealFile {
     }
 }
 
+/// A file opened read-only; `pread` at explicit offsets.
+#[derive(Debug)]
+struct RealReadFile {
+    file: File,
+    len: u64,
+}
+
+impl ReadableFile for RealReadFile {
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+    fn len(&self) -> u64 {
+        self.len
+    }
+}
+
 #[derive(Debug)]
 struct RealLock {
     _file: File,
@@ -60,6 +76,11 @@ impl FileSystem for RealFs {
     }
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         std::fs::read(path)
+    }
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn ReadableFile>> {
+        let file = File::open(path)?;
+        let len = file.metadata()?.len();
+        Ok(Box::new(RealReadFile { file, len }))
     }
     fn open_write(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
         let file = OpenOptions::new()

@@ -15,7 +15,7 @@
 //! operation after it until [`SimFs::restart`]. Randomness comes from a seeded xorshift
 //! generator, so a failing case replays from its seed.
 
-use crate::{DirLock, FileSystem, WritableFile};
+use crate::{DirLock, FileSystem, ReadableFile, WritableFile};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io;
@@ -617,6 +617,11 @@ impl FileSystem for SimFs {
             .unwrap_or_default())
     }
 
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn ReadableFile>> {
+        let data = self.read(path)?;
+        Ok(Box::new(SimReadFile { data: data.into() }))
+    }
+
     fn open_write(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
         let mut st = self.state.lock();
         st.check(st.epoch)?;
@@ -717,6 +722,28 @@ impl FileSystem for SimFs {
             dir: dir.to_path_buf(),
             epoch: st.epoch,
         }))
+    }
+}
+
+/// A read handle: the file's contents when it was opened (segment files are immutable once
+/// written, so a copy reads exactly what the file holds, even after it is removed).
+#[derive(Debug)]
+struct SimReadFile {
+    data: std::sync::Arc<[u8]>,
+}
+
+impl ReadableFile for SimReadFile {
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let start = usize::try_from(offset).map_err(|_| io::ErrorKind::UnexpectedEof)?;
+        let end = start
+            .checked_add(buf.len())
+            .filter(|e| *e <= self.data.len())
+            .ok_or(io::ErrorKind::UnexpectedEof)?;
+        buf.copy_from_slice(&self.data[start..end]);
+        Ok(())
+    }
+    fn len(&self) -> u64 {
+        self.data.len() as u64
     }
 }
 

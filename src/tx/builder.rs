@@ -80,6 +80,11 @@ impl<'db> TxBuilder<'db> {
         self
     }
 
+    /// The settings chosen so far.
+    pub(crate) fn config(&self) -> TxConfig {
+        self.config.clone()
+    }
+
     /// Starts the transaction.
     pub fn begin(&self) -> Result<Transaction> {
         Ok(Transaction::new(self.db.inner.clone(), self.config.clone()))

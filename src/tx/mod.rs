@@ -103,6 +103,25 @@ pub struct Transaction {
 impl Transaction {
     pub(crate) fn new(db: Arc<DbInner>, config: TxConfig) -> Transaction {
         let snapshot = db.snapshots.acquire();
+        Self::with_snapshot(db, config, snapshot)
+    }
+
+    /// A transaction reading at an older `version`, if its history is still retained.
+    pub(crate) fn new_at(
+        db: Arc<DbInner>,
+        config: TxConfig,
+        version: Version,
+    ) -> Result<Transaction> {
+        db.snapshots
+            .acquire_history(version)
+            .map_err(|oldest| Error::NotRetained {
+                requested: version,
+                oldest,
+            })?;
+        Ok(Self::with_snapshot(db, config, version))
+    }
+
+    fn with_snapshot(db: Arc<DbInner>, config: TxConfig, snapshot: Version) -> Transaction {
         let id = db.next_tx_id();
         let deadline = config.timeout.map(|t| Instant::now() + t);
         Transaction {

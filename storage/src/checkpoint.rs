@@ -21,7 +21,7 @@
 
 use crate::error::{io_err, Error, Result};
 use crate::ids::{TableId, Version};
-use crate::memtable::Memtable;
+use crate::key::{InternalKey, VERSIONS_TABLE};
 use std::path::{Path, PathBuf};
 use vellum_fs::FileSystem;
 
@@ -123,13 +123,15 @@ impl BlockWriter {
     }
 }
 
-/// Writes a checkpoint of `mem` at `version` into `dir`, durably and atomically.
+/// Writes a checkpoint at `version` into `dir`, durably and atomically, from `rows`: the
+/// visible (non-tombstone) cell of every key at `version`, in internal-key order; cells of the
+/// versions table become table-version entries.
 pub(crate) fn write(
     fs: &dyn FileSystem,
     dir: &Path,
     version: Version,
     meta: &[u8],
-    mem: &Memtable,
+    rows: impl Iterator<Item = Result<(InternalKey, Box<[u8]>)>>,
 ) -> Result<PathBuf> {
     let path = dir.join(file_name(version));
     let tmp = dir.join(format!("{}.tmp", file_name(version)));
@@ -154,13 +156,17 @@ pub(crate) fn write(
     w.out.extend_from_slice(&header);
     w.out.extend_from_slice(meta);
     w.out.extend_from_slice(&crc32c::crc32c(meta).to_le_bytes());
-    for (table, key, v, value) in mem.newest_cells(version) {
-        if let Some(value) = value {
-            w.cell(table, v, &key, &value)?;
+    for row in rows {
+        let (k, value) = row?;
+        if k.table == VERSIONS_TABLE {
+            let table = <[u8; 4]>::try_from(&*k.key).map(u32::from_be_bytes);
+            debug_assert!(table.is_ok(), "versions-table key of {} bytes", k.key.len());
+            if let Ok(table) = table {
+                w.table_version(TableId(table), k.version())?;
+            }
+        } else {
+            w.cell(TableId(k.table), k.version(), &k.key, &value)?;
         }
-    }
-    for (table, v) in mem.newest_table_versions(version) {
-        w.table_version(table, v)?;
     }
     w.end_block()?;
     w.out.extend_from_slice(&[0u8; BLOCK_HEADER_SIZE]);
@@ -362,15 +368,21 @@ mod tests {
     use std::sync::Arc;
     use vellum_fs::SimFs;
 
-    fn sample() -> Memtable {
-        let m = Memtable::default();
-        m.insert(TableId(1), b"a", Version(1), Some(b"one"));
-        m.insert(TableId(1), b"a", Version(3), Some(b"three"));
-        m.insert(TableId(1), b"b", Version(2), None);
-        m.insert(TableId(2), b"z", Version(4), Some(b"later"));
-        m.touch_table(TableId(1), Version(3));
-        m.touch_table(TableId(2), Version(4));
-        m
+    /// The visible rows at version 3: `a@3` and table 1's version 3.
+    fn sample() -> impl Iterator<Item = Result<(InternalKey, Box<[u8]>)>> {
+        let versions = InternalKey {
+            table: VERSIONS_TABLE,
+            key: 1u32.to_be_bytes().into(),
+            version: std::cmp::Reverse(3),
+        };
+        vec![
+            Ok((
+                InternalKey::new(TableId(1), b"a", Version(3)),
+                Box::from(&b"three"[..]),
+            )),
+            Ok((versions, Box::default())),
+        ]
+        .into_iter()
     }
 
     fn load(path: &Path, data: &[u8]) -> Result<(Loaded, Vec<String>)> {
@@ -384,7 +396,7 @@ mod tests {
         let fs: Arc<dyn FileSystem> = Arc::new(SimFs::default());
         let dir = Path::new("/db");
         fs.create_dir_all(dir).map_err(io_err(dir))?;
-        let path = write(fs.as_ref(), dir, Version(3), b"meta!", &sample())?;
+        let path = write(fs.as_ref(), dir, Version(3), b"meta!", sample())?;
         assert_eq!(
             parse_name(&path.file_name().unwrap_or_default().to_string_lossy()),
             Some(Version(3))
@@ -393,7 +405,6 @@ mod tests {
         let (loaded, entries) = load(&path, &data)?;
         assert_eq!(loaded.version, Version(3));
         assert_eq!(loaded.meta, b"meta!");
-        // a@3 only (b is a tombstone, z is above the checkpoint), table 1's version 3.
         assert_eq!(entries.len(), 2, "{entries:?}");
         assert!(
             entries[0].starts_with("Cell") && entries[0].contains("Version(3)"),
@@ -407,7 +418,7 @@ mod tests {
         let fs: Arc<dyn FileSystem> = Arc::new(SimFs::default());
         let dir = Path::new("/db");
         fs.create_dir_all(dir).map_err(io_err(dir))?;
-        let path = write(fs.as_ref(), dir, Version(4), b"m", &sample())?;
+        let path = write(fs.as_ref(), dir, Version(4), b"m", sample())?;
         let data = fs.read(&path).map_err(io_err(&path))?;
         for i in 0..data.len() {
             let mut d = data.clone();

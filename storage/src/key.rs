@@ -7,6 +7,11 @@
 use crate::ids::{TableId, Version};
 use std::cmp::{Ordering, Reverse};
 
+/// The internal table that records table versions: key = table id (4 bytes, big-endian),
+/// value = empty, version = a commit that changed the table. Above every user table id
+/// ([`TableId::MAX`] is `u32::MAX - 1`), so it never shows in a user table's range.
+pub(crate) const VERSIONS_TABLE: u32 = u32::MAX;
+
 /// Internal key; derives its order field by field.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct InternalKey {

@@ -1,17 +1,35 @@
 //! [`Store`]: the storage facade the database uses — apply committed changes, read at a
-//! version, checkpoint, collect garbage.
+//! version, flush to segments (a "checkpoint"), compact, collect garbage, verify.
 //!
-//! Directory contents: `checkpoint-<version>.ckpt` (the newest is authoritative) and, while a
-//! checkpoint is being written, `checkpoint-<version>.ckpt.tmp` (removed at open).
+//! Directory contents: `manifest` (the live segments and the version they cover), the segment
+//! files `seg-<id>.sst`, and transiently `manifest.tmp`. A directory restored from a native
+//! export (or written by an older build) holds a `checkpoint-<version>.ckpt` instead; it is
+//! loaded into the memtable at open and replaced by segments at the first flush.
+//!
+//! Read order is memtables (active, then frozen ones being flushed, newest first), then runs
+//! newest first; every source holds versions above those of the sources after it (see
+//! [`crate::runs`]), so the first source with a cell of a key at or below the read version
+//! holds the one the read sees. Readers take the memtable list before the run list, and a flush
+//! publishes the new run before it drops the frozen memtable, so no reader misses a cell.
 
+use crate::cache::BlockCache;
 use crate::checkpoint::{self, Entry};
-use crate::error::{io_err, Result};
+use crate::error::{io_err, Error, Result};
 use crate::ids::{TableId, Version};
-use crate::memtable::{GcStats, Memtable, Scan};
-use parking_lot::Mutex;
+use crate::key::{InternalKey, VERSIONS_TABLE};
+use crate::manifest::{self, ManifestData};
+use crate::memtable::{bounds, CellValue, GcStats, Memtable};
+use crate::merge::{Merge, Scan, Source};
+use crate::options::{StoreOptions, StoreStats, VerifyReport};
+use crate::runs::{Run, RunSet};
+use crate::segment::{self, Segment};
+use parking_lot::{Condvar, Mutex, RwLock};
+use rayon::prelude::*;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use vellum_fs::FileSystem;
 
 /// One change of a committed transaction.
@@ -47,109 +65,307 @@ pub struct Found {
     pub value: Option<Vec<u8>>,
 }
 
-/// The checkpoint found at open or just written.
+/// The durable state found at open or just written by [`Store::checkpoint`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckpointInfo {
-    /// Every commit at or below this version is in the checkpoint.
+    /// Every commit at or below this version is in storage.
     pub version: Version,
     /// The caller's metadata stored with it.
     pub meta: Vec<u8>,
-    /// The checkpoint file.
+    /// The file that records it (the manifest, or a checkpoint file).
     pub path: PathBuf,
+    /// Reads at versions at or above this one see exact history; older versions may have been
+    /// collapsed by garbage collection.
+    pub history_floor: Version,
+}
+
+/// The memtables: the active one and those frozen for a flush (newest first).
+#[derive(Debug, Default)]
+pub(crate) struct Mems {
+    pub active: Arc<Memtable>,
+    pub frozen: Vec<Arc<Memtable>>,
+}
+
+/// State shared by the store, its flushes and its compaction thread.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub fs: Arc<dyn FileSystem>,
+    pub dir: PathBuf,
+    pub opts: StoreOptions,
+    pub cache: Arc<BlockCache>,
+    pub mems: RwLock<Mems>,
+    pub runs: RwLock<Arc<RunSet>>,
+    /// The manifest as last written; its lock serialises manifest writers.
+    pub manifest: Mutex<ManifestData>,
+    /// One flush at a time.
+    pub flushing: Mutex<()>,
+    /// One compaction at a time.
+    pub compacting: Mutex<()>,
+    /// Largest garbage-collection horizon handed to [`Store::gc`].
+    pub horizon: AtomicU64,
+    pub counters: Counters,
+    /// Signalled after every flush and compaction (stalled writers wait on it).
+    pub progress: (Mutex<u64>, Condvar),
+    /// Wakes the compaction thread.
+    pub wake: (Mutex<bool>, Condvar),
+    pub stop: AtomicBool,
+}
+
+/// Monotonic counters (see [`StoreStats`]).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub flushes: AtomicU64,
+    pub compactions: AtomicU64,
+    pub flushed_bytes: AtomicU64,
+    pub compacted_bytes: AtomicU64,
+    pub cells_dropped: AtomicU64,
+    pub write_stalls: AtomicU64,
+    pub write_stall_micros: AtomicU64,
+}
+
+impl Shared {
+    pub fn manifest_path(&self) -> PathBuf {
+        self.dir.join(manifest::FILE_NAME)
+    }
+
+    /// A fresh segment id (persisted with the next manifest write).
+    pub fn next_segment_id(&self) -> u64 {
+        let mut m = self.manifest.lock();
+        let id = m.next_segment_id;
+        m.next_segment_id += 1;
+        id
+    }
+
+    /// Writes `data` as the manifest and publishes `runs` with it. Called with the manifest
+    /// lock held (`current` is its guard's contents).
+    pub fn install(
+        &self,
+        current: &mut ManifestData,
+        mut data: ManifestData,
+        runs: RunSet,
+    ) -> Result<()> {
+        data.generation = current.generation + 1;
+        data.next_segment_id = data.next_segment_id.max(current.next_segment_id);
+        data.gc_floor = data.gc_floor.max(self.horizon.load(Ordering::Acquire));
+        let path = self.manifest_path();
+        vellum_fs::write_file_atomic(self.fs.as_ref(), &path, &data.encode())
+            .map_err(io_err(&path))?;
+        *current = data;
+        *self.runs.write() = Arc::new(runs);
+        Ok(())
+    }
+
+    /// Tells stalled writers and the compaction thread that something changed.
+    pub fn notify(&self) {
+        *self.progress.0.lock() += 1;
+        self.progress.1.notify_all();
+        *self.wake.0.lock() = true;
+        self.wake.1.notify_all();
+    }
+
+    /// Opens segments in parallel.
+    pub fn open_segments(&self, ids: &[u64]) -> Result<Vec<Arc<Segment>>> {
+        ids.par_iter()
+            .map(|id| {
+                let path = self.dir.join(segment::file_name(*id));
+                Segment::open(self.fs.as_ref(), &path, *id, self.cache.clone()).map(Arc::new)
+            })
+            .collect()
+    }
+
+    /// Removes files of segments no longer listed (best effort: leftovers go at next open).
+    pub fn remove_segment_files(&self, ids: &[u64]) {
+        for id in ids {
+            let path = self.dir.join(segment::file_name(*id));
+            if let Err(e) = self.fs.remove_file(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "could not remove an obsolete segment");
+            }
+        }
+        if !ids.is_empty() {
+            if let Err(e) = self.fs.sync_dir(&self.dir) {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "could not sync the data directory");
+            }
+        }
+    }
+
+    /// The sources of every cell in `(lo, hi)`: memtables first, then runs newest first,
+    /// leaving out runs `skip_run` rejects (by their version range).
+    pub fn sources(
+        &self,
+        lo: Bound<InternalKey>,
+        hi: Bound<InternalKey>,
+        fill_cache: bool,
+        skip_run: impl Fn(&Run) -> bool,
+    ) -> Vec<Source> {
+        let mems = {
+            let m = self.mems.read();
+            let mut v = vec![m.active.clone()];
+            v.extend(m.frozen.iter().cloned());
+            v
+        };
+        let runs = self.runs.read().clone();
+        let mut sources: Vec<Source> = mems
+            .into_iter()
+            .map(|m| Source::mem(m, lo.clone(), hi.clone()))
+            .collect();
+        for run in runs.runs.iter().filter(|r| !skip_run(r)) {
+            sources.push(Source::run(run, &lo, hi.clone(), fill_cache));
+        }
+        sources
+    }
 }
 
 /// Versioned table storage.
 #[derive(Debug)]
 pub struct Store {
-    fs: Arc<dyn FileSystem>,
-    dir: PathBuf,
-    mem: Memtable,
-    /// Serialises checkpoints (one writer of checkpoint files at a time).
-    checkpointing: Mutex<()>,
+    shared: Arc<Shared>,
+    compactor: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Store {
-    /// Opens the store in `dir` (created if missing) and loads its newest checkpoint.
+    /// Opens the store in `dir` (created if missing) with default options.
     pub fn open(fs: Arc<dyn FileSystem>, dir: &Path) -> Result<(Store, Option<CheckpointInfo>)> {
+        Store::open_with(fs, dir, StoreOptions::default())
+    }
+
+    /// Opens the store in `dir` (created if missing): reads the manifest and opens its
+    /// segments, removes leftovers of crashed flushes and compactions, and starts the
+    /// compaction thread.
+    pub fn open_with(
+        fs: Arc<dyn FileSystem>,
+        dir: &Path,
+        opts: StoreOptions,
+    ) -> Result<(Store, Option<CheckpointInfo>)> {
         vellum_fs::create_dir_durable(fs.as_ref(), dir).map_err(io_err(dir))?;
-        let mut newest: Option<(Version, PathBuf)> = None;
-        let mut older = Vec::new();
-        for name in fs.list(dir).map_err(io_err(dir))? {
-            let path = dir.join(&name);
-            if name.ends_with(".ckpt.tmp") {
-                fs.remove_file(&path).map_err(io_err(&path))?;
-            } else if let Some(v) = checkpoint::parse_name(&name) {
-                match &newest {
-                    Some((nv, _)) if *nv >= v => older.push(path),
-                    _ => {
-                        if let Some((_, p)) = newest.replace((v, path)) {
-                            older.push(p);
-                        }
-                    }
-                }
-            }
-        }
-        let store = Store {
-            fs: fs.clone(),
-            dir: dir.to_path_buf(),
-            mem: Memtable::default(),
-            checkpointing: Mutex::new(()),
-        };
-        let Some((_, path)) = newest else {
-            return Ok((store, None));
-        };
-        let data = fs.read(&path).map_err(io_err(&path))?;
-        let loaded = checkpoint::read(&path, &data, |entry| match entry {
-            Entry::Cell {
-                table,
-                version,
-                key,
-                value,
-            } => store.mem.insert(table, key, version, Some(value)),
-            Entry::TableVersion { table, version } => store.mem.touch_table(table, version),
-        })?;
-        for p in older {
+        let names = fs.list(dir).map_err(io_err(dir))?;
+        for name in names.iter().filter(|n| n.ends_with(".tmp")) {
+            let p = dir.join(name);
             fs.remove_file(&p).map_err(io_err(&p))?;
         }
-        Ok((
-            store,
-            Some(CheckpointInfo {
-                version: loaded.version,
-                meta: loaded.meta,
-                path,
-            }),
-        ))
+        let manifest_path = dir.join(manifest::FILE_NAME);
+        let manifest = if names.iter().any(|n| n == manifest::FILE_NAME) {
+            let data = fs.read(&manifest_path).map_err(io_err(&manifest_path))?;
+            Some(ManifestData::decode(&manifest_path, &data)?)
+        } else {
+            None
+        };
+        let shared = Arc::new(Shared {
+            fs: fs.clone(),
+            dir: dir.to_path_buf(),
+            cache: Arc::new(BlockCache::new(opts.block_cache_bytes)),
+            opts,
+            mems: RwLock::new(Mems::default()),
+            runs: RwLock::new(Arc::new(RunSet::default())),
+            manifest: Mutex::new(manifest.clone().unwrap_or_default()),
+            flushing: Mutex::new(()),
+            compacting: Mutex::new(()),
+            horizon: AtomicU64::new(manifest.as_ref().map_or(0, |m| m.gc_floor)),
+            counters: Counters::default(),
+            progress: (Mutex::new(0), Condvar::new()),
+            wake: (Mutex::new(false), Condvar::new()),
+            stop: AtomicBool::new(false),
+        });
+        let info = match manifest {
+            Some(m) => {
+                let listed: std::collections::HashSet<u64> =
+                    m.runs.iter().flatten().copied().collect();
+                let mut runs = RunSet::default();
+                for ids in &m.runs {
+                    runs.runs.push(Arc::new(Run {
+                        segments: shared.open_segments(ids)?,
+                    }));
+                }
+                *shared.runs.write() = Arc::new(runs);
+                let mut removed = false;
+                for name in &names {
+                    let stale_segment =
+                        segment::parse_name(name).is_some_and(|id| !listed.contains(&id));
+                    if stale_segment || checkpoint::parse_name(name).is_some() {
+                        let p = dir.join(name);
+                        fs.remove_file(&p).map_err(io_err(&p))?;
+                        removed = true;
+                    }
+                }
+                if removed {
+                    fs.sync_dir(dir).map_err(io_err(dir))?;
+                }
+                Some(CheckpointInfo {
+                    version: Version(m.covered),
+                    meta: m.meta,
+                    path: manifest_path,
+                    history_floor: Version(m.gc_floor),
+                })
+            }
+            None => {
+                for name in names.iter().filter(|n| segment::parse_name(n).is_some()) {
+                    let p = dir.join(name);
+                    fs.remove_file(&p).map_err(io_err(&p))?;
+                }
+                load_checkpoint_file(&shared, &names)?
+            }
+        };
+        let store = Store {
+            shared,
+            compactor: Mutex::new(None),
+        };
+        if store.shared.opts.background_compaction {
+            let handle = crate::compaction::spawn(&store.shared).map_err(io_err(dir))?;
+            *store.compactor.lock() = Some(handle);
+            store.shared.notify();
+        }
+        Ok((store, info))
     }
 
     /// Applies the changes of one committed transaction at `version`; `touched` lists every
     /// table whose version becomes `version` (the caller decides: vellum passes the tables
     /// written and the tables created).
     pub fn apply(&self, version: Version, changes: &[Change<'_>], touched: &[TableId]) {
+        let mems = self.shared.mems.read();
         for c in changes {
-            self.mem.insert(c.table, c.key, version, c.value);
+            mems.active.insert(c.table, c.key, version, c.value);
         }
         for t in touched {
-            self.mem.touch_table(*t, version);
+            mems.active.touch_table(*t, version);
         }
+    }
+
+    fn get_cell(&self, table: u32, key: &[u8], at: Version) -> Result<Option<(u64, CellValue)>> {
+        let (active, frozen) = {
+            let m = self.shared.mems.read();
+            (m.active.clone(), m.frozen.clone())
+        };
+        for mem in std::iter::once(&active).chain(frozen.iter()) {
+            if let Some((v, value)) = mem.get_raw(table, key, at) {
+                return Ok(Some((v.0, value)));
+            }
+        }
+        let runs = self.shared.runs.read().clone();
+        runs.get(table, key, at.0)
     }
 
     /// The newest cell of `key` with version `≤ at`, tombstones included.
     pub fn get(&self, table: TableId, key: &[u8], at: Version) -> Result<Option<Found>> {
-        Ok(self.mem.get(table, key, at).map(|(version, value)| Found {
-            version,
-            value: value.map(|v| v.into_vec()),
-        }))
+        Ok(self
+            .get_cell(table.0, key, at)?
+            .map(|(version, value)| Found {
+                version: Version(version),
+                value: value.map(|v| v.into_vec()),
+            }))
     }
 
     /// The version of the newest cell of `key`, whatever its version (including commits applied
     /// but not yet visible to readers). Used for conflict checks.
     pub fn latest_version(&self, table: TableId, key: &[u8]) -> Result<Option<Version>> {
-        Ok(self.mem.get(table, key, Version::MAX).map(|(v, _)| v))
+        Ok(self
+            .get_cell(table.0, key, Version::MAX)?
+            .map(|(v, _)| Version(v)))
     }
 
     /// The version of the newest commit `≤ at` that changed `table`.
     pub fn table_version(&self, table: TableId, at: Version) -> Result<Option<Version>> {
-        Ok(self.mem.table_version(table, at))
+        Ok(self
+            .get_cell(VERSIONS_TABLE, &table.0.to_be_bytes(), at)?
+            .map(|(v, _)| Version(v)))
     }
 
     /// Live rows of `table` within the bounds, as of version `at`, in key order.
@@ -160,7 +376,11 @@ impl Store {
         upper: Bound<&[u8]>,
         at: Version,
     ) -> Scan<'_> {
-        self.mem.scan(table, lower, upper, at)
+        let (lo, hi) = bounds(table, lower, upper);
+        let sources = self
+            .shared
+            .sources(lo, hi, true, |run| run.min_version() > at.0);
+        Scan::new(Merge::new(sources), at)
     }
 
     /// The first key within the bounds (in key order) whose newest cell has a version above
@@ -172,74 +392,150 @@ impl Store {
         upper: Bound<&[u8]>,
         after: Version,
     ) -> Result<Option<(Vec<u8>, Version)>> {
-        Ok(self
-            .mem
-            .change_in_range(table, lower, upper, after)
-            .map(|(k, v)| (k.into_vec(), v)))
+        let (lo, hi) = bounds(table, lower, upper);
+        // A run whose versions are all ≤ `after` cannot hold a key's newest cell above it.
+        let sources = self
+            .shared
+            .sources(lo, hi, true, |run| run.max_version() <= after.0);
+        let mut merge = Merge::new(sources);
+        let mut current: Option<Box<[u8]>> = None;
+        while let Some((k, _)) = merge.next_cell()? {
+            if current.as_deref() == Some(&*k.key) {
+                continue;
+            }
+            if k.version.0 > after.0 {
+                let version = k.version();
+                return Ok(Some((k.key.into_vec(), version)));
+            }
+            current = Some(k.key);
+        }
+        Ok(None)
     }
 
     /// Every cell with a version in `(after, upto]`, ordered by version, then table, then
     /// key: the committed changes of that span, transaction by transaction. The caller must
     /// know the span is retained (no garbage collection at or above `after`).
     pub fn changes_between(&self, after: Version, upto: Version) -> Result<Vec<CellChange>> {
-        let mut out: Vec<CellChange> = self
-            .mem
-            .cells_between(after, upto)
-            .map(|(table, key, version, value)| CellChange {
-                version,
-                table,
-                key: key.into_vec(),
-                value: value.map(|v| v.into_vec()),
-            })
-            .collect();
+        let (active, frozen) = {
+            let m = self.shared.mems.read();
+            (m.active.clone(), m.frozen.clone())
+        };
+        let runs = self.shared.runs.read().clone();
+        let mut out: Vec<CellChange> = Vec::new();
+        for mem in std::iter::once(&active).chain(frozen.iter()) {
+            out.extend(
+                mem.cells_between(after, upto)
+                    .filter(|(t, ..)| t.0 != VERSIONS_TABLE)
+                    .map(|(table, key, version, value)| CellChange {
+                        version,
+                        table,
+                        key: key.into_vec(),
+                        value: value.map(|v| v.into_vec()),
+                    }),
+            );
+        }
+        for seg in runs.all_segments() {
+            seg.for_each_between(after.0, upto.0, |c| {
+                if c.table != VERSIONS_TABLE {
+                    out.push(CellChange {
+                        version: Version(c.version),
+                        table: TableId(c.table),
+                        key: c.key.to_vec(),
+                        value: c.value.map(<[u8]>::to_vec),
+                    });
+                }
+            })?;
+        }
         out.sort_by(|a, b| (a.version, a.table, &a.key).cmp(&(b.version, b.table, &b.key)));
+        out.dedup_by(|a, b| (a.version, a.table, &a.key) == (b.version, b.table, &b.key));
         Ok(out)
     }
 
     /// The largest table id that has ever held a cell or a version.
     pub fn max_table_id(&self) -> TableId {
-        self.mem.max_table()
+        let m = self.shared.mems.read();
+        let mem = std::iter::once(&m.active)
+            .chain(m.frozen.iter())
+            .map(|t| t.max_table())
+            .max()
+            .unwrap_or_default();
+        let disk = self
+            .shared
+            .runs
+            .read()
+            .max_user_table()
+            .map(TableId)
+            .unwrap_or_default();
+        mem.max(disk)
     }
 
-    /// Approximate bytes of cells applied since open (including checkpoint load).
+    /// Approximate bytes in the active memtable.
     pub fn approximate_bytes(&self) -> u64 {
-        self.mem.approximate_bytes()
+        self.shared.mems.read().active.approximate_bytes()
     }
 
-    /// Writes a checkpoint at `version` with the caller's `meta`, durably, then removes older
-    /// checkpoints. The caller guarantees every commit `≤ version` has been applied.
+    /// True once the active memtable has reached its budget: the caller should flush
+    /// ([`Store::checkpoint`]).
+    pub fn needs_flush(&self) -> bool {
+        self.approximate_bytes() >= self.shared.opts.memtable_bytes
+    }
+
+    /// Waits while the store is over its limits (a memtable of twice its budget, or more runs
+    /// than [`StoreOptions::max_runs`]), at most `limit`; returns how long it waited. Stalls
+    /// are counted in [`StoreStats`]. Call it outside any lock a flush needs.
+    pub fn wait_for_room(&self, limit: Duration) -> Duration {
+        let over = || {
+            self.approximate_bytes() >= 2 * self.shared.opts.memtable_bytes
+                || self.shared.runs.read().runs.len() > self.shared.opts.max_runs
+        };
+        if !over() {
+            return Duration::ZERO;
+        }
+        let start = Instant::now();
+        self.shared
+            .counters
+            .write_stalls
+            .fetch_add(1, Ordering::Relaxed);
+        self.shared.notify();
+        let (lock, cond) = &self.shared.progress;
+        while over() && start.elapsed() < limit {
+            let mut g = lock.lock();
+            cond.wait_for(&mut g, Duration::from_millis(10));
+        }
+        let waited = start.elapsed();
+        self.shared
+            .counters
+            .write_stall_micros
+            .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+        waited
+    }
+
+    /// Flushes every commit `≤ version` to a new segment and records it, with the caller's
+    /// `meta`, in the manifest, durably. The caller guarantees every commit `≤ version` has
+    /// been applied; cells above `version` stay in memory.
     pub fn checkpoint(&self, version: Version, meta: &[u8]) -> Result<CheckpointInfo> {
-        let _one_at_a_time = self.checkpointing.lock();
-        let path = checkpoint::write(self.fs.as_ref(), &self.dir, version, meta, &self.mem)?;
-        let mut removed = false;
-        for name in self.fs.list(&self.dir).map_err(io_err(&self.dir))? {
-            if let Some(v) = checkpoint::parse_name(&name) {
-                if v < version {
-                    let p = self.dir.join(&name);
-                    self.fs.remove_file(&p).map_err(io_err(&p))?;
-                    removed = true;
-                }
-            }
-        }
-        if removed {
-            self.fs.sync_dir(&self.dir).map_err(io_err(&self.dir))?;
-        }
-        Ok(CheckpointInfo {
-            version,
-            meta: meta.to_vec(),
-            path,
-        })
+        crate::flush::flush(&self.shared, version, meta)
     }
 
-    /// Writes a checkpoint of the store at `version` into another directory `dir` (for
-    /// exports), durably; does not touch the store's own checkpoints. Returns its path.
+    /// Writes a checkpoint file of the store at `version` into another directory `dir` (for
+    /// exports), durably; does not touch the store's own files. Returns its path.
     pub fn write_checkpoint_to(
         &self,
         dir: &Path,
         version: Version,
         meta: &[u8],
     ) -> Result<PathBuf> {
-        checkpoint::write(self.fs.as_ref(), dir, version, meta, &self.mem)
+        let sources = self
+            .shared
+            .sources(Bound::Unbounded, Bound::Unbounded, false, |run| {
+                run.min_version() > version.0
+            });
+        let rows = VisibleRows {
+            merge: Merge::new(sources),
+            at: version.0,
+            current: None,
+        };
+        checkpoint::write(self.shared.fs.as_ref(), dir, version, meta, rows)
     }
 
     /// The file name a checkpoint at `version` has.
@@ -247,89 +543,155 @@ impl Store {
         checkpoint::file_name(version)
     }
 
-    /// Drops every version no read at a version `≥ horizon` can see.
+    /// Raises the garbage-collection horizon: from now on no read at a version below
+    /// `horizon` will be made, so compactions may drop every version such reads alone could
+    /// see. Also collapses old versions in the active memtable.
     pub fn gc(&self, horizon: Version) -> GcStats {
-        self.mem.gc(horizon)
+        self.shared.horizon.fetch_max(horizon.0, Ordering::AcqRel);
+        let active = self.shared.mems.read().active.clone();
+        active.gc(horizon)
+    }
+
+    /// Merges every run into one, dropping what the horizon allows (tombstones included).
+    pub fn compact_all(&self) -> Result<()> {
+        crate::compaction::compact_all(&self.shared)
+    }
+
+    /// Runs the compactions the policy asks for now, on the calling thread.
+    pub fn compact_pending(&self) -> Result<()> {
+        crate::compaction::compact_pending(&self.shared)
+    }
+
+    /// Counters and sizes.
+    pub fn stats(&self) -> StoreStats {
+        let c = &self.shared.counters;
+        let runs = self.shared.runs.read().clone();
+        let memtable_bytes = {
+            let m = self.shared.mems.read();
+            std::iter::once(&m.active)
+                .chain(m.frozen.iter())
+                .map(|t| t.approximate_bytes())
+                .sum()
+        };
+        StoreStats {
+            flushes: c.flushes.load(Ordering::Relaxed),
+            compactions: c.compactions.load(Ordering::Relaxed),
+            flushed_bytes: c.flushed_bytes.load(Ordering::Relaxed),
+            compacted_bytes: c.compacted_bytes.load(Ordering::Relaxed),
+            cells_dropped: c.cells_dropped.load(Ordering::Relaxed),
+            write_stalls: c.write_stalls.load(Ordering::Relaxed),
+            write_stall_micros: c.write_stall_micros.load(Ordering::Relaxed),
+            segments: runs.segment_count() as u64,
+            runs: runs.runs.len() as u64,
+            segment_bytes: runs.size(),
+            memtable_bytes,
+            block_cache_bytes: self.shared.cache.weight(),
+        }
+    }
+
+    /// Checks the manifest and every checksum of every live segment; reports what it found.
+    pub fn verify(&self) -> VerifyReport {
+        let mut report = VerifyReport::default();
+        let path = self.shared.manifest_path();
+        if self.shared.manifest.lock().generation > 0 {
+            match self.shared.fs.read(&path) {
+                Ok(data) => {
+                    if let Err(e) = ManifestData::decode(&path, &data) {
+                        report.problems.push(e);
+                    }
+                }
+                Err(source) => report.problems.push(Error::Io { path, source }),
+            }
+        }
+        let runs = self.shared.runs.read().clone();
+        let segments: Vec<&Arc<Segment>> = runs.all_segments().collect();
+        let results: Vec<(u64, Result<(u64, u64)>)> = segments
+            .par_iter()
+            .map(|s| (s.size(), s.verify()))
+            .collect();
+        for (size, r) in results {
+            report.segments += 1;
+            report.bytes += size;
+            match r {
+                Ok((blocks, cells)) => {
+                    report.blocks += blocks;
+                    report.cells += cells;
+                }
+                Err(e) => report.problems.push(e),
+            }
+        }
+        report
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use vellum_fs::{SimFs, SimOptions};
-
-    fn change<'a>(table: u32, key: &'a [u8], value: Option<&'a [u8]>) -> Change<'a> {
-        Change {
-            table: TableId(table),
-            key,
-            value,
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        self.shared.notify();
+        if let Some(h) = self.compactor.lock().take() {
+            let _ = h.join();
         }
     }
+}
 
-    #[test]
-    fn checkpoint_then_reopen_restores_reads_and_table_versions() -> Result<()> {
-        let fs = Arc::new(SimFs::default());
-        let dir = Path::new("/db/data");
-        let (store, none) = Store::open(fs.clone(), dir)?;
-        assert!(none.is_none());
-        store.apply(Version(1), &[change(1, b"k", Some(b"v1"))], &[TableId(1)]);
-        store.apply(
-            Version(2),
-            &[change(1, b"k", Some(b"v2")), change(2, b"x", Some(b"y"))],
-            &[TableId(1), TableId(2)],
-        );
-        store.apply(Version(3), &[change(2, b"x", None)], &[TableId(2)]);
-        store.checkpoint(Version(3), b"lsn=3")?;
-        fs.restart();
-        let (store, info) = Store::open(fs.clone(), dir)?;
-        let info = info
-            .ok_or_else(|| std::io::Error::other("no checkpoint"))
-            .map_err(io_err(dir))?;
-        assert_eq!(
-            (info.version, info.meta.as_slice()),
-            (Version(3), &b"lsn=3"[..])
-        );
-        assert_eq!(
-            store
-                .get(TableId(1), b"k", Version(3))?
-                .and_then(|f| f.value),
-            Some(b"v2".to_vec())
-        );
-        assert_eq!(store.get(TableId(2), b"x", Version(3))?, None);
-        assert_eq!(
-            store.table_version(TableId(2), Version::MAX)?,
-            Some(Version(3))
-        );
-        assert_eq!(store.max_table_id(), TableId(2));
-        Ok(())
-    }
+/// Newest non-tombstone cell of every key at a version, across all sources.
+struct VisibleRows {
+    merge: Merge,
+    at: u64,
+    current: Option<(u32, Box<[u8]>)>,
+}
 
-    #[test]
-    fn a_crash_during_checkpoint_leaves_the_previous_one_or_the_new_one() -> Result<()> {
-        for n in 1..30u64 {
-            let fs = Arc::new(SimFs::new(SimOptions {
-                seed: n,
-                ..SimOptions::default()
-            }));
-            let dir = Path::new("/db/data");
-            let (store, _) = Store::open(fs.clone(), dir)?;
-            store.apply(Version(1), &[change(1, b"a", Some(b"1"))], &[TableId(1)]);
-            store.checkpoint(Version(1), b"one")?;
-            store.apply(Version(2), &[change(1, b"a", Some(b"2"))], &[TableId(1)]);
-            fs.crash_after(Some(n));
-            let _ = store.checkpoint(Version(2), b"two");
-            fs.restart();
-            let (store, info) = Store::open(fs.clone(), dir)?;
-            let v = info.map(|i| i.version);
-            let a = store
-                .get(TableId(1), b"a", Version::MAX)?
-                .and_then(|f| f.value);
-            match v {
-                Some(Version(1)) => assert_eq!(a, Some(b"1".to_vec()), "crash at {n}"),
-                Some(Version(2)) => assert_eq!(a, Some(b"2".to_vec()), "crash at {n}"),
-                other => panic!("crash at {n}: checkpoint {other:?}"),
+impl Iterator for VisibleRows {
+    type Item = Result<(InternalKey, Box<[u8]>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let (k, value) = match self.merge.next_cell() {
+                Ok(Some(c)) => c,
+                Ok(None) => return None,
+                Err(e) => return Some(Err(e)),
+            };
+            if k.version.0 > self.at
+                || self
+                    .current
+                    .as_ref()
+                    .is_some_and(|(t, key)| k.same_user_key(*t, key))
+            {
+                continue;
+            }
+            self.current = Some((k.table, k.key.clone()));
+            if let Some(v) = value {
+                return Some(Ok((k, v)));
             }
         }
-        Ok(())
     }
+}
+
+/// Loads the newest legacy checkpoint file (a restored export) into the active memtable.
+fn load_checkpoint_file(shared: &Shared, names: &[String]) -> Result<Option<CheckpointInfo>> {
+    let newest = names
+        .iter()
+        .filter_map(|n| checkpoint::parse_name(n).map(|v| (v, n)))
+        .max();
+    let Some((_, name)) = newest else {
+        return Ok(None);
+    };
+    let path = shared.dir.join(name);
+    let data = shared.fs.read(&path).map_err(io_err(&path))?;
+    let mem = shared.mems.read().active.clone();
+    let loaded = checkpoint::read(&path, &data, |entry| match entry {
+        Entry::Cell {
+            table,
+            version,
+            key,
+            value,
+        } => mem.insert(table, key, version, Some(value)),
+        Entry::TableVersion { table, version } => mem.touch_table(table, version),
+    })?;
+    Ok(Some(CheckpointInfo {
+        version: loaded.version,
+        meta: loaded.meta,
+        path,
+        history_floor: loaded.version,
+    }))
 }

@@ -204,6 +204,9 @@ impl FileSystem for SlowSyncFs {
     fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
         self.inner.read(path)
     }
+    fn open_read(&self, path: &Path) -> std::io::Result<Box<dyn vellum_fs::ReadableFile>> {
+        self.inner.open_read(path)
+    }
     fn open_write(&self, path: &Path) -> std::io::Result<Box<dyn vellum_fs::WritableFile>> {
         Ok(Box::new(SlowSyncFile {
             inner: self.inner.open_write(path)?,
