@@ -127,6 +127,7 @@ impl Db {
         let store_opts = StoreOptions {
             memtable_bytes: opts.memtable_bytes,
             block_cache_bytes: opts.block_cache_bytes,
+            background_compaction: opts.background_compaction,
             ..StoreOptions::default()
         };
         let (store, checkpoint) = Store::open_with(fs.clone(), &path.join("data"), store_opts)?;

@@ -73,6 +73,10 @@ pub struct Options {
     /// [`crate::Db::read_at`]. Versions committed before the database was opened count as
     /// committed at the open (they are kept at least this long after it). Default: zero.
     pub retain_versions_for: Duration,
+    /// Merge segment files on a background thread as they accumulate. Turn off only to make
+    /// file operations deterministic (crash tests); [`crate::Db::compact`] still works.
+    /// Default: true.
+    pub background_compaction: bool,
 }
 
 impl Default for Options {
@@ -89,6 +93,7 @@ impl Default for Options {
             block_cache_bytes: 32 << 20,
             retain_versions: 0,
             retain_versions_for: Duration::ZERO,
+            background_compaction: true,
         }
     }
 }
@@ -151,6 +156,12 @@ impl Options {
     /// Sets [`Options::retain_versions_for`].
     pub fn retain_versions_for(mut self, window: Duration) -> Self {
         self.retain_versions_for = window;
+        self
+    }
+
+    /// Sets [`Options::background_compaction`].
+    pub fn background_compaction(mut self, on: bool) -> Self {
+        self.background_compaction = on;
         self
     }
 

@@ -49,8 +49,10 @@ struct TxPlan {
     ops: Vec<Op>,
     /// Roll back instead of committing.
     abort: bool,
-    /// Call `Db::checkpoint` after this transaction.
+    /// Call `Db::checkpoint` (a flush to a segment) after this transaction.
     checkpoint_after: bool,
+    /// Call `Db::compact` (flush, then merge every segment, dropping old versions) after it.
+    compact_after: bool,
 }
 
 fn key(k: u8) -> Vec<u8> {
@@ -80,6 +82,7 @@ fn setup_tx() -> TxPlan {
         ],
         abort: false,
         checkpoint_after: false,
+        compact_after: false,
     }
 }
 
@@ -249,6 +252,18 @@ fn run_workload(
             out.all_durable();
             if fs.has_crashed() {
                 out.crashed_in = format!("after the checkpoint after transaction {i}");
+                return Ok(out);
+            }
+        }
+        if plan.compact_after {
+            if let Err(e) = db.compact() {
+                expect_crash(fs, &e, &format!("compaction after transaction {i}"))?;
+                out.crashed_in = format!("compaction after transaction {i}");
+                return Ok(out);
+            }
+            out.all_durable();
+            if fs.has_crashed() {
+                out.crashed_in = format!("after the compaction after transaction {i}");
                 return Ok(out);
             }
         }
@@ -439,11 +454,13 @@ fn tx_strategy() -> impl Strategy<Value = TxPlan> {
         prop::collection::vec(op_strategy(), 1..7),
         prop::bool::weighted(0.1),
         prop::bool::weighted(0.15),
+        prop::bool::weighted(0.1),
     )
-        .prop_map(|(ops, abort, checkpoint_after)| TxPlan {
+        .prop_map(|(ops, abort, checkpoint_after, compact_after)| TxPlan {
             ops,
             abort,
             checkpoint_after,
+            compact_after,
         })
 }
 
@@ -541,7 +558,8 @@ fn fixed_workload() -> Vec<TxPlan> {
         plans.push(TxPlan {
             ops,
             abort: i == 8,
-            checkpoint_after: i % 7 == 6,
+            checkpoint_after: i % 7 == 6 || i % 5 == 2,
+            compact_after: i % 9 == 8,
         });
     }
     plans

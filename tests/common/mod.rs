@@ -48,6 +48,7 @@ pub fn sim_options(fs: &SimFs, segment_bytes: u64) -> Options {
         .durability(Durability::Immediate)
         .wal_segment_bytes(segment_bytes)
         .checkpoint_after_wal_bytes(u64::MAX)
+        .background_compaction(false)
 }
 
 /// Every table and row visible to a fresh read-only transaction.
