@@ -1,8 +1,10 @@
 //! [`Db`]: opening, closing, and the state every transaction shares.
 //!
 //! Directory layout: `VELLUM` (identity), `LOCK` (held while open), `wal/` (write-ahead log
-//! segments), `data/` (checkpoints). Opening locks the directory, loads the newest checkpoint,
-//! replays the log after it (see [`crate::recovery`]), then starts the checkpoint worker.
+//! segments), `data/` (storage: `manifest` and segment files, see `docs/format/manifest.md`).
+//! Opening locks the directory, opens storage (the manifest names the version its segments
+//! cover and the log position of it), replays the log after it (see [`crate::recovery`]), then
+//! starts the checkpoint worker; storage starts its compaction thread.
 
 use crate::catalog::{self, CATALOG};
 use crate::error::{io_err, Error, Result};
@@ -191,7 +193,7 @@ impl Db {
             commit: Mutex::new(CommitState {
                 next_version: Version(visible.0 + 1),
             }),
-            snapshots: Snapshots::new(visible, visible_lsn, history_floor.min(ckpt_version)),
+            snapshots: Snapshots::new(visible, visible_lsn, history_floor),
             retention: Retention::new(opts.retain_versions, opts.retain_versions_for, visible),
             next_table_id: AtomicU32::new(next_table),
             commits: AtomicU64::new(0),
@@ -356,7 +358,8 @@ impl Db {
         &self.inner.path
     }
 
-    /// Closes the database, reporting errors of the final sync. If other clones or
+    /// Closes the database: flushes the commits since the last checkpoint to a segment (so the
+    /// next open replays no log) and reports errors of that flush and of the final sync. If other clones or
     /// transactions are still alive, the database stays open until they are gone.
     pub fn close(self) -> Result<()> {
         let Db { guard, inner } = self;
@@ -440,8 +443,15 @@ impl DbInner {
 
     fn shutdown(&self) -> Result<()> {
         self.worker.stop();
+        // A clean close leaves no log to replay: the next open costs the same however long the
+        // database has lived.
+        let flushed = if self.log_bytes() > self.wal_bytes_at_checkpoint.load(Ordering::Relaxed) {
+            self.checkpoint()
+        } else {
+            Ok(())
+        };
         self.wal.close()?;
-        Ok(())
+        flushed
     }
 }
 

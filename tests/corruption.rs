@@ -1,10 +1,18 @@
-//! Damaged database files: flipped bits and truncations at many offsets of the write-ahead-log
-//! segments, the checkpoint and the identity file. Reopening must either recover every
-//! acknowledged commit exactly (the damage hit bytes that hold nothing durable) or fail with
-//! [`Error::Corruption`] naming the damaged file — never panic, never answer wrongly.
+//! Damaged and missing database files: flipped bits and truncations at many offsets of the
+//! write-ahead-log segments, the manifest (`data/manifest`), the segment files
+//! (`data/seg-*.sst`) and the identity file, and deleted files. Reopening must either recover
+//! every acknowledged commit exactly (the damage hit bytes that hold nothing durable) or fail
+//! with [`Error::Corruption`] naming the damaged file (for a log segment, the log directory may
+//! be named instead) — never panic, never answer wrongly.
 //!
-//! The database is written once on a [`SimFs`] (commits, a checkpoint, more commits, a clean
-//! close); every case copies its files into a fresh `SimFs`, damages one of them and reopens.
+//! Segment data blocks are checked when they are read, not at open (header, footer, index and
+//! bloom blocks are checked at open). Damage in a data block may therefore let the open
+//! succeed; then the read that hits the block must fail with [`Error::Corruption`] naming the
+//! segment, and [`Db::verify`] must list the same file.
+//!
+//! The database is written once per [`Ending`] on a [`SimFs`] (commits, a checkpoint, more
+//! commits, then a clean close or a drop of the handle); every case copies its files into a
+//! fresh `SimFs`, damages one of them and reopens.
 
 mod common;
 
@@ -17,7 +25,23 @@ use vellum::{Db, Error, Options};
 /// The smallest segment size the log accepts: the workload spans several segments.
 const SEGMENT: u64 = 4096;
 
+/// Keys that point reads probe besides those of the model (absent unless the model has them).
+const PROBES: [&[u8]; 2] = [b"k0", b"k6"];
+
 type Files = Vec<(PathBuf, Vec<u8>)>;
+
+/// How the database written by [`build`] was left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// [`Db::close`]: the commits after the checkpoint are flushed to a segment too, and the
+    /// log is released up to them (only its tail segment, ending in the close mark, is left).
+    Close,
+    /// The handle dropped without [`Db::close`]: the log keeps the commits after the checkpoint
+    /// in several segments, ended by the close mark, and the next open replays them.
+    Drop,
+}
+
+const ENDINGS: [Ending; 2] = [Ending::Close, Ending::Drop];
 
 /// One commit of the workload: puts and deletes over tables `a` and `b`.
 fn commit_round(db: &Db, model: &mut Model, i: u64) -> Result<(), Error> {
@@ -44,9 +68,9 @@ fn commit_round(db: &Db, model: &mut Model, i: u64) -> Result<(), Error> {
     Ok(())
 }
 
-/// Writes the database (two tables, 20 commits, a checkpoint, 20 more commits, clean close)
+/// Writes the database (two tables, 20 commits, a checkpoint, 20 more commits, then `ending`)
 /// and returns its files and the model of its contents.
-fn build() -> Result<(Files, Model), Box<dyn std::error::Error>> {
+fn build(ending: Ending) -> Result<(Files, Model), Box<dyn std::error::Error>> {
     let fs = sim(1, false, false);
     let mut model = Model::new();
     {
@@ -62,7 +86,10 @@ fn build() -> Result<(Files, Model), Box<dyn std::error::Error>> {
         for i in 20..40 {
             commit_round(&db, &mut model, i)?;
         }
-        db.close()?;
+        match ending {
+            Ending::Close => db.close()?,
+            Ending::Drop => drop(db),
+        }
     }
     let mut files = Vec::new();
     for path in fs.file_paths() {
@@ -71,8 +98,19 @@ fn build() -> Result<(Files, Model), Box<dyn std::error::Error>> {
     }
     let names: Vec<String> = files.iter().map(|(p, _)| p.display().to_string()).collect();
     let has = |part: &str| names.iter().filter(|n| n.contains(part)).count();
-    if has("/wal/wal-") < 2 || has("/data/checkpoint-") != 1 || has("/VELLUM") != 1 {
-        return Err(format!("unexpected database files: {names:?}").into());
+    let log_segments = match ending {
+        Ending::Close => 1,
+        Ending::Drop => 2,
+    };
+    if has("/wal/wal-") < log_segments
+        || has("/data/manifest") != 1
+        || has("/data/seg-") < 1
+        || has("/data/checkpoint-") != 0
+        || has(".tmp") != 0
+        || has("/VELLUM") != 1
+        || names.iter().any(|n| kind_of(Path::new(n)) == "other")
+    {
+        return Err(format!("unexpected database files after {ending:?}: {names:?}").into());
     }
     Ok((files, model))
 }
@@ -101,11 +139,61 @@ fn restore(files: &Files) -> std::io::Result<SimFs> {
 #[derive(Debug, Default)]
 struct Tally {
     recovered: usize,
+    /// Corruption naming the damaged file, at open or from a read.
     corruption: usize,
+    /// Of `corruption`: reported by a read after the open succeeded.
+    on_read: usize,
+}
+
+/// Reads every row (a scan of every table) and every key of `model` plus [`PROBES`] (point
+/// reads) and compares them with `model`. `Err` is a failed read; `Ok(Err(why))` a wrong
+/// answer.
+fn read_and_compare(db: &Db, model: &Model) -> Result<Result<(), String>, Error> {
+    let got = read_state(db)?;
+    if &got != model {
+        return Ok(Err(format!(
+            "other contents:\n{}",
+            describe_diff(&got, model)
+        )));
+    }
+    let tx = db.begin_read()?;
+    for (table, rows) in model {
+        let probes = PROBES.iter().map(|k| k.to_vec());
+        for key in rows.keys().cloned().chain(probes) {
+            let got = tx.get(table, &key)?;
+            let want = rows.get(&key);
+            if got.as_ref() != want {
+                return Ok(Err(format!(
+                    "get({table}, {}) = {:?}, expected {:?}",
+                    show(&key),
+                    got.as_deref().map(show),
+                    want.map(|v| show(v))
+                )));
+            }
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// Checks that [`Db::verify`] reports damage in `damaged`, and in no other file.
+fn check_verify_names(db: &Db, damaged: &Path, ctx: &str) -> TestResult {
+    let report = catch_unwind(AssertUnwindSafe(|| db.verify()))
+        .map_err(|_| format!("{ctx}: verify panicked"))?;
+    let names_damaged = |e: &vellum_storage::Error| matches!(e, vellum_storage::Error::Corruption { file, .. } if file == damaged);
+    if report.is_ok() || !report.problems.iter().all(names_damaged) {
+        return Err(format!(
+            "{ctx}: verify should list only {}, it reports {:?}",
+            damaged.display(),
+            report.problems
+        )
+        .into());
+    }
+    Ok(())
 }
 
 /// Reopens the damaged database on `fs` and checks the outcome (see the module documentation).
-/// After a clean recovery the database must also take a new commit and reopen with it.
+/// After a clean recovery the database must also pass [`Db::verify`], take a new commit and
+/// reopen with it.
 fn check_reopen(
     fs: &SimFs,
     model: &Model,
@@ -117,7 +205,7 @@ fn check_reopen(
     let opts = sim_options(fs, SEGMENT);
     let opened = catch_unwind(AssertUnwindSafe(|| Db::open_with(db_path(), opts.clone())))
         .map_err(|_| format!("{ctx}: reopen panicked"))?;
-    match opened {
+    let db = match opened {
         Err(Error::Corruption { file, offset, .. }) => {
             let names_it = file == damaged
                 || (file == wal_dir() && damaged.parent() == Some(wal_dir().as_path()));
@@ -133,45 +221,73 @@ fn check_reopen(
                 return Err(format!("{ctx}: corruption offset {offset} past the end {len}").into());
             }
             tally.corruption += 1;
+            return Ok(());
         }
         Err(e) => return Err(format!("{ctx}: reopen failed with {e:?}, not Corruption").into()),
-        Ok(db) => {
-            let got = read_state(&db)?;
-            if &got != model {
+        Ok(db) => db,
+    };
+    let read = catch_unwind(AssertUnwindSafe(|| read_and_compare(&db, model)))
+        .map_err(|_| format!("{ctx}: a read panicked"))?;
+    match read {
+        // Only segment data blocks are checked when read; everything else is checked at open.
+        Err(Error::Corruption { file, offset, .. })
+            if file == damaged && kind_of(damaged) == "segment" =>
+        {
+            if offset > len as u64 {
                 return Err(format!(
-                    "{ctx}: reopened without an error but with other contents:\n{}",
-                    describe_diff(&got, model)
+                    "{ctx}: read reports corruption at offset {offset}, past the end {len}"
                 )
                 .into());
             }
-            check_gets(&db, model, &[b"k0".to_vec(), b"k6".to_vec()])
-                .map_err(|e| format!("{ctx}: {e}"))?;
-            db.transaction(|tx| {
-                tx.put("a", "after", "damage")?;
-                tx.put("b", "after", "damage")
-            })
-            .map_err(|e| format!("{ctx}: commit after recovery failed: {e:?}"))?;
-            drop(db);
-            let db = Db::open_with(db_path(), opts)
-                .map_err(|e| format!("{ctx}: second reopen failed: {e:?}"))?;
-            let mut expected = model.clone();
-            for t in ["a", "b"] {
-                expected
-                    .entry(t.into())
-                    .or_default()
-                    .insert(b"after".to_vec(), b"damage".to_vec());
-            }
-            let got = read_state(&db)?;
-            if got != expected {
-                return Err(format!(
-                    "{ctx}: second reopen after recovery differs:\n{}",
-                    describe_diff(&got, &expected)
-                )
-                .into());
-            }
-            tally.recovered += 1;
+            check_verify_names(&db, damaged, ctx)?;
+            tally.corruption += 1;
+            tally.on_read += 1;
+            return Ok(());
         }
+        Err(e) => {
+            return Err(format!(
+                "{ctx}: reopened, but a read failed with {e:?}, not Corruption naming {}",
+                damaged.display()
+            )
+            .into())
+        }
+        Ok(Err(wrong)) => {
+            return Err(format!("{ctx}: reopened without an error but with {wrong}").into())
+        }
+        Ok(Ok(())) => {}
     }
+    let report = db.verify();
+    if !report.is_ok() {
+        return Err(format!(
+            "{ctx}: every read was right, but verify reports {:?}",
+            report.problems
+        )
+        .into());
+    }
+    db.transaction(|tx| {
+        tx.put("a", "after", "damage")?;
+        tx.put("b", "after", "damage")
+    })
+    .map_err(|e| format!("{ctx}: commit after recovery failed: {e:?}"))?;
+    drop(db);
+    let db = Db::open_with(db_path(), opts)
+        .map_err(|e| format!("{ctx}: second reopen failed: {e:?}"))?;
+    let mut expected = model.clone();
+    for t in ["a", "b"] {
+        expected
+            .entry(t.into())
+            .or_default()
+            .insert(b"after".to_vec(), b"damage".to_vec());
+    }
+    let got = read_state(&db)?;
+    if got != expected {
+        return Err(format!(
+            "{ctx}: second reopen after recovery differs:\n{}",
+            describe_diff(&got, &expected)
+        )
+        .into());
+    }
+    tally.recovered += 1;
     Ok(())
 }
 
@@ -193,6 +309,10 @@ fn kind_of(path: &Path) -> &'static str {
         "wal segment"
     } else if name.contains("/wal/spare-") {
         "spare segment"
+    } else if name.contains("/data/seg-") && name.ends_with(".sst") {
+        "segment"
+    } else if name.ends_with("/data/manifest") {
+        "manifest"
     } else if name.contains("/data/checkpoint-") {
         "checkpoint"
     } else if name.ends_with("/VELLUM") {
@@ -204,36 +324,47 @@ fn kind_of(path: &Path) -> &'static str {
 
 #[test]
 fn flipped_bits_anywhere_give_clean_recovery_or_corruption_naming_the_file() -> TestResult {
-    let (files, model) = build()?;
-    let mut rng = XorShift::new(0xf11b);
-    for (idx, (path, bytes)) in files.iter().enumerate() {
-        let mut tally = Tally::default();
-        for at in offsets(bytes.len(), 5, 200, &mut rng) {
-            let mask = 1u8 << rng.below(8);
-            let fs = restore(&files)?;
-            fs.corrupt(path, at as u64, mask)?;
-            let ctx = format!("{} byte {at} ^= {mask:#04x}", path.display());
-            check_reopen(&fs, &model, path, bytes.len(), &ctx, &mut tally)?;
-        }
-        let kind = kind_of(path);
-        if kind != "spare segment" {
-            assert!(
-                tally.corruption > 0,
-                "{kind} {idx}: no flip was detected: {tally:?}"
-            );
-        }
-        if kind == "wal segment" {
-            // Flips in the zeroed space after the last frame damage nothing durable.
-            assert!(
-                tally.recovered > 0,
-                "{kind} {idx}: no flip was harmless: {tally:?}"
-            );
-        }
-        if kind == "checkpoint" || kind == "identity" {
-            assert_eq!(
-                tally.recovered, 0,
-                "{kind}: a flip went unnoticed: {tally:?}"
-            );
+    for ending in ENDINGS {
+        let (files, model) = build(ending)?;
+        let mut rng = XorShift::new(0xf11b);
+        for (idx, (path, bytes)) in files.iter().enumerate() {
+            let mut tally = Tally::default();
+            for at in offsets(bytes.len(), 5, 200, &mut rng) {
+                let mask = 1u8 << rng.below(8);
+                let fs = restore(&files)?;
+                fs.corrupt(path, at as u64, mask)?;
+                let ctx = format!("{ending:?}: {} byte {at} ^= {mask:#04x}", path.display());
+                check_reopen(&fs, &model, path, bytes.len(), &ctx, &mut tally)?;
+            }
+            let kind = kind_of(path);
+            if kind != "spare segment" {
+                assert!(
+                    tally.corruption > 0,
+                    "{ending:?}: {kind} {idx}: no flip was detected: {tally:?}"
+                );
+            }
+            if kind == "wal segment" {
+                // Flips in the zeroed space after the last frame damage nothing durable.
+                assert!(
+                    tally.recovered > 0,
+                    "{ending:?}: {kind} {idx}: no flip was harmless: {tally:?}"
+                );
+            }
+            if ["segment", "manifest", "checkpoint", "identity"].contains(&kind) {
+                assert_eq!(
+                    tally.recovered, 0,
+                    "{ending:?}: {kind} {idx}: a flip went unnoticed: {tally:?}"
+                );
+            }
+            if kind == "segment" {
+                // Most of a segment is data blocks, checked when read; the rest at open.
+                assert!(
+                    tally.on_read > 0 && tally.on_read < tally.corruption,
+                    "{ending:?}: {kind} {idx}: {tally:?}"
+                );
+            } else {
+                assert_eq!(tally.on_read, 0, "{ending:?}: {kind} {idx}: {tally:?}");
+            }
         }
     }
     Ok(())
@@ -241,25 +372,32 @@ fn flipped_bits_anywhere_give_clean_recovery_or_corruption_naming_the_file() -> 
 
 #[test]
 fn truncation_at_any_length_gives_clean_recovery_or_corruption_naming_the_file() -> TestResult {
-    let (files, model) = build()?;
-    let mut rng = XorShift::new(0x7a11);
-    for (path, bytes) in &files {
-        let mut tally = Tally::default();
-        for len in offsets(bytes.len(), 41, 40, &mut rng) {
-            let fs = restore(&files)?;
-            fs.truncate(path, len as u64)?;
-            let ctx = format!("{} cut to {len} of {} bytes", path.display(), bytes.len());
-            check_reopen(&fs, &model, path, bytes.len(), &ctx, &mut tally)?;
-        }
-        let kind = kind_of(path);
-        if kind != "spare segment" {
-            // Segments are preallocated and checkpoints end with a footer: any cut shows.
-            assert_eq!(
-                tally.recovered,
-                0,
-                "{}: a cut went unnoticed",
-                path.display()
-            );
+    for ending in ENDINGS {
+        let (files, model) = build(ending)?;
+        let mut rng = XorShift::new(0x7a11);
+        for (path, bytes) in &files {
+            let mut tally = Tally::default();
+            for len in offsets(bytes.len(), 41, 40, &mut rng) {
+                let fs = restore(&files)?;
+                fs.truncate(path, len as u64)?;
+                let ctx = format!(
+                    "{ending:?}: {} cut to {len} of {} bytes",
+                    path.display(),
+                    bytes.len()
+                );
+                check_reopen(&fs, &model, path, bytes.len(), &ctx, &mut tally)?;
+            }
+            let kind = kind_of(path);
+            if kind != "spare segment" {
+                // Log segments are preallocated, segment files end with a footer and the
+                // manifest with its checksum: any cut shows.
+                assert_eq!(
+                    tally.recovered,
+                    0,
+                    "{ending:?}: {}: a cut went unnoticed",
+                    path.display()
+                );
+            }
         }
     }
     Ok(())
@@ -294,70 +432,155 @@ fn last_segment(files: &Files) -> Result<&(PathBuf, Vec<u8>), String> {
 #[test]
 fn several_damaged_bytes_in_a_segment_never_give_a_wrong_answer_while_the_close_mark_is_intact(
 ) -> TestResult {
-    let (files, model) = build()?;
-    let (last_path, last_bytes) = last_segment(&files)?;
-    let close_mark = frames(last_bytes)
-        .last()
-        .copied()
-        .ok_or("empty last segment")?;
-    let mut rng = XorShift::new(0x5eed);
-    for (path, bytes) in files.iter().filter(|(p, _)| kind_of(p) == "wal segment") {
-        let mut tally = Tally::default();
-        for case in 0..150 {
-            let fs = restore(&files)?;
-            let burst = 1 + rng.below(8) as usize;
-            let start = rng.below(bytes.len() as u64) as usize;
-            let mut hit = Vec::new();
-            for k in 0..burst {
-                let at = (start + k * (1 + rng.below(40) as usize)) % bytes.len();
-                let in_mark =
-                    path == last_path && (close_mark.0..close_mark.0 + close_mark.1).contains(&at);
-                if !in_mark {
-                    fs.corrupt(path, at as u64, 1 + rng.below(255) as u8)?;
-                    hit.push(at);
+    for ending in ENDINGS {
+        let (files, model) = build(ending)?;
+        let (last_path, last_bytes) = last_segment(&files)?;
+        let close_mark = frames(last_bytes)
+            .last()
+            .copied()
+            .ok_or("empty last segment")?;
+        let mut rng = XorShift::new(0x5eed);
+        for (path, bytes) in files.iter().filter(|(p, _)| kind_of(p) == "wal segment") {
+            let mut tally = Tally::default();
+            for case in 0..150 {
+                let fs = restore(&files)?;
+                let burst = 1 + rng.below(8) as usize;
+                let start = rng.below(bytes.len() as u64) as usize;
+                let mut hit = Vec::new();
+                for k in 0..burst {
+                    let at = (start + k * (1 + rng.below(40) as usize)) % bytes.len();
+                    let in_mark = path == last_path
+                        && (close_mark.0..close_mark.0 + close_mark.1).contains(&at);
+                    if !in_mark {
+                        fs.corrupt(path, at as u64, 1 + rng.below(255) as u8)?;
+                        hit.push(at);
+                    }
                 }
+                let ctx = format!("{ending:?}: {} case {case}: bytes {hit:?}", path.display());
+                check_reopen(&fs, &model, path, bytes.len(), &ctx, &mut tally)?;
             }
-            let ctx = format!("{} case {case}: bytes {hit:?}", path.display());
-            check_reopen(&fs, &model, path, bytes.len(), &ctx, &mut tally)?;
+            assert!(
+                tally.corruption > 0 && tally.recovered > 0,
+                "{ending:?}: {}: {tally:?}",
+                path.display()
+            );
         }
-        assert!(
-            tally.corruption > 0 && tally.recovered > 0,
-            "{}: {tally:?}",
-            path.display()
-        );
     }
     Ok(())
 }
 
-/// Deleting the checkpoint after the log it covers was released must not reopen as an empty or
-/// partial database.
+/// Deleting the manifest after the log it covers was released must not reopen as an empty or
+/// partial database; neither must deleting a segment file the manifest lists (that is an
+/// error naming the missing file, at every attempt, until the file is back).
 #[test]
-fn a_missing_checkpoint_is_corruption_not_a_partial_database() -> TestResult {
-    let (files, model) = build()?;
-    let (ckpt, _) = files
-        .iter()
-        .find(|(p, _)| kind_of(p) == "checkpoint")
-        .ok_or("no checkpoint")?;
-    let first_segment_kept = files
-        .iter()
-        .any(|(p, _)| p.ends_with("wal-00000000000000000001.log"));
-    let fs = restore(&files)?;
-    fs.remove_file(ckpt)?;
-    fs.sync_dir(Path::new("/db/data"))?;
-    match Db::open_with(db_path(), sim_options(&fs, SEGMENT)) {
-        Err(Error::Corruption { file, .. }) => {
-            assert!(
-                file.starts_with(wal_dir()),
-                "corruption named {}",
-                file.display()
+fn a_missing_manifest_or_segment_is_an_error_not_a_partial_database() -> TestResult {
+    for ending in ENDINGS {
+        let (files, model) = build(ending)?;
+        let first_log_segment_kept = files
+            .iter()
+            .any(|(p, _)| p.ends_with("wal-00000000000000000001.log"));
+
+        // The manifest.
+        let (manifest, _) = files
+            .iter()
+            .find(|(p, _)| kind_of(p) == "manifest")
+            .ok_or("no manifest")?;
+        let fs = restore(&files)?;
+        fs.remove_file(manifest)?;
+        fs.sync_dir(Path::new("/db/data"))?;
+        match Db::open_with(db_path(), sim_options(&fs, SEGMENT)) {
+            Err(Error::Corruption { file, .. }) => {
+                assert!(
+                    file.starts_with(wal_dir()),
+                    "{ending:?}: corruption named {}",
+                    file.display()
+                );
+            }
+            Err(e) => return Err(format!("{ending:?}: expected Corruption, got {e:?}").into()),
+            // Only a log that still starts at its first record can rebuild everything.
+            Ok(db) => {
+                assert!(
+                    first_log_segment_kept,
+                    "{ending:?}: the released log start went unnoticed"
+                );
+                assert_eq!(
+                    read_state(&db)?,
+                    model,
+                    "{ending:?}: reopened with other contents"
+                );
+            }
+        }
+
+        // Each segment file.
+        let segments = files.iter().filter(|(p, _)| kind_of(p) == "segment");
+        for (segment, bytes) in segments {
+            let fs = restore(&files)?;
+            fs.remove_file(segment)?;
+            fs.sync_dir(Path::new("/db/data"))?;
+            // `Store::open_with` opens every segment the manifest lists.
+            for attempt in 0..2 {
+                let r = Db::open_with(db_path(), sim_options(&fs, SEGMENT));
+                assert!(
+                    matches!(&r, Err(Error::Io { path, source })
+                        if path == segment && source.kind() == std::io::ErrorKind::NotFound),
+                    "{ending:?}: {} missing, attempt {attempt}: {r:?}",
+                    segment.display()
+                );
+            }
+            // The failed opens changed nothing: with the file back, everything is there.
+            put_back(&fs, segment, bytes)?;
+            let db = Db::open_with(db_path(), sim_options(&fs, SEGMENT))?;
+            assert_eq!(
+                read_and_compare(&db, &model)?,
+                Ok(()),
+                "{ending:?}: {} put back",
+                segment.display()
             );
         }
-        Err(e) => return Err(format!("expected Corruption, got {e:?}").into()),
-        // Only a log that still starts at its first record can rebuild everything.
-        Ok(db) => {
-            assert!(first_segment_kept, "the released log start went unnoticed");
-            assert_eq!(read_state(&db)?, model, "reopened with other contents");
+    }
+    Ok(())
+}
+
+/// Writes `bytes` back as `path`, durably.
+fn put_back(fs: &SimFs, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = fs.open_write(path)?;
+    f.write_at(0, bytes)?;
+    f.sync_data()?;
+    fs.sync_dir(path.parent().unwrap_or(Path::new("/")))
+}
+
+/// An open refused because the manifest is missing must not delete anything either: with the
+/// manifest back, the whole database is there again.
+#[test]
+fn an_open_refused_for_a_missing_manifest_deletes_no_segment() -> TestResult {
+    for ending in ENDINGS {
+        let (files, model) = build(ending)?;
+        let (manifest, bytes) = files
+            .iter()
+            .find(|(p, _)| kind_of(p) == "manifest")
+            .ok_or("no manifest")?;
+        let fs = restore(&files)?;
+        fs.remove_file(manifest)?;
+        fs.sync_dir(Path::new("/db/data"))?;
+        let r = Db::open_with(db_path(), sim_options(&fs, SEGMENT));
+        assert!(
+            matches!(&r, Err(Error::Corruption { .. })),
+            "{ending:?}: {r:?}"
+        );
+        for (path, _) in files.iter().filter(|(p, _)| kind_of(p) == "segment") {
+            assert!(
+                fs.file_len(path).is_ok(),
+                "{ending:?}: the refused open deleted {}",
+                path.display()
+            );
         }
+        put_back(&fs, manifest, bytes)?;
+        let db = Db::open_with(db_path(), sim_options(&fs, SEGMENT))?;
+        assert_eq!(
+            read_and_compare(&db, &model)?,
+            Ok(()),
+            "{ending:?}: manifest put back"
+        );
     }
     Ok(())
 }
@@ -365,19 +588,21 @@ fn a_missing_checkpoint_is_corruption_not_a_partial_database() -> TestResult {
 /// A removed log (every segment gone) must not reopen as an empty database either.
 #[test]
 fn a_database_whose_log_segments_are_gone_is_corruption() -> TestResult {
-    let (files, _) = build()?;
-    let fs = restore(&files)?;
-    for (path, _) in &files {
-        if path.starts_with(wal_dir()) {
-            fs.remove_file(path)?;
+    for ending in ENDINGS {
+        let (files, _) = build(ending)?;
+        let fs = restore(&files)?;
+        for (path, _) in &files {
+            if path.starts_with(wal_dir()) {
+                fs.remove_file(path)?;
+            }
         }
+        fs.sync_dir(&wal_dir())?;
+        let r = Db::open_with(db_path(), sim_options(&fs, SEGMENT));
+        assert!(
+            matches!(&r, Err(Error::Corruption { file, .. }) if *file == wal_dir()),
+            "{ending:?}: {r:?}"
+        );
     }
-    fs.sync_dir(&wal_dir())?;
-    let r = Db::open_with(db_path(), sim_options(&fs, SEGMENT));
-    assert!(
-        matches!(&r, Err(Error::Corruption { file, .. }) if *file == wal_dir()),
-        "{r:?}"
-    );
     Ok(())
 }
 
@@ -402,7 +627,8 @@ fn real_db(path: &Path) -> Result<Model, Box<dyn std::error::Error>> {
     Ok(model)
 }
 
-fn only_file(dir: &Path, prefix: &str) -> Result<PathBuf, Box<dyn std::error::Error>> {
+/// The files in `dir` whose names start with `prefix`, sorted.
+fn files_named(dir: &Path, prefix: &str) -> Result<Vec<PathBuf>, Box<dyn std::error::Error>> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
@@ -413,10 +639,8 @@ fn only_file(dir: &Path, prefix: &str) -> Result<PathBuf, Box<dyn std::error::Er
             found.push(path);
         }
     }
-    match found.as_slice() {
-        [one] => Ok(one.clone()),
-        _ => Err(format!("expected one {prefix}* in {}: {found:?}", dir.display()).into()),
-    }
+    found.sort();
+    Ok(found)
 }
 
 fn flip_byte(path: &Path, at: usize) -> std::io::Result<()> {
@@ -425,22 +649,76 @@ fn flip_byte(path: &Path, at: usize) -> std::io::Result<()> {
     std::fs::write(path, bytes)
 }
 
+/// The byte range of a segment file's data blocks, from its documented layout: they follow the
+/// 32-byte header and end where the index block starts (footer bytes 0..8, the footer being
+/// the last 80 bytes).
+fn data_blocks(segment: &[u8]) -> Result<std::ops::Range<usize>, String> {
+    let footer = segment
+        .len()
+        .checked_sub(80)
+        .ok_or("segment shorter than its footer")?;
+    let index_at = segment[footer..footer + 8]
+        .try_into()
+        .map(u64::from_le_bytes)
+        .map_err(|e| e.to_string())? as usize;
+    if index_at <= 32 || index_at > footer {
+        return Err(format!(
+            "index offset {index_at} in a {}-byte segment",
+            segment.len()
+        ));
+    }
+    Ok(32..index_at)
+}
+
 #[test]
-fn a_flipped_byte_in_the_middle_of_a_checkpoint_on_disk_is_corruption_naming_it() -> TestResult {
+fn a_flipped_byte_in_the_middle_of_a_segment_on_disk_is_corruption_naming_it() -> TestResult {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("db");
     let model = real_db(&path)?;
-    assert_eq!(read_state(&Db::open(&path)?)?, model, "intact database");
-    let ckpt = only_file(&path.join("data"), "checkpoint-")?;
-    let len = std::fs::metadata(&ckpt)?.len() as usize;
-    flip_byte(&ckpt, len / 2)?;
-    let r = Db::open(&path);
-    assert!(
-        matches!(&r, Err(Error::Corruption { file, .. }) if *file == ckpt),
-        "{r:?}"
+    {
+        let db = Db::open(&path)?;
+        assert_eq!(read_state(&db)?, model, "intact database");
+        assert!(db.verify().is_ok(), "intact database: {:?}", db.verify());
+    }
+    assert_eq!(
+        files_named(&path.join("data"), "manifest")?.len(),
+        1,
+        "no manifest"
     );
+    assert_eq!(
+        files_named(&path.join("data"), "checkpoint-")?,
+        Vec::<PathBuf>::new()
+    );
+    // The oldest segment holds the rows of the first commits, which no later commit changed.
+    let segments = files_named(&path.join("data"), "seg-")?;
+    let seg = segments.first().ok_or("no segment file")?;
+    let blocks = data_blocks(&std::fs::read(seg)?)?;
+    flip_byte(seg, (blocks.start + blocks.end) / 2)?;
     // The error stays until the damage is repaired: a second attempt says the same.
-    assert!(matches!(Db::open(&path), Err(Error::Corruption { .. })));
+    for attempt in 0..2 {
+        let ctx = format!("attempt {attempt}");
+        // Data blocks are checked when read: the open succeeds.
+        let db = Db::open(&path).map_err(|e| format!("{ctx}: open failed: {e:?}"))?;
+        let r = read_state(&db);
+        assert!(
+            matches!(&r, Err(Error::Corruption { file, .. }) if file == seg),
+            "{ctx}: reading every row gave {r:?}"
+        );
+        // Point reads: each one is right or reports the damaged segment; some do.
+        let tx = db.begin_read()?;
+        let mut failed = 0;
+        for (table, rows) in &model {
+            for (key, want) in rows {
+                match tx.get(table, key) {
+                    Ok(got) => assert_eq!(got.as_ref(), Some(want), "{ctx}: get({table}, {key:?})"),
+                    Err(Error::Corruption { file, .. }) if file == *seg => failed += 1,
+                    Err(e) => return Err(format!("{ctx}: get({table}, {key:?}): {e:?}").into()),
+                }
+            }
+        }
+        assert!(failed > 0, "{ctx}: no point read hit the damaged block");
+        check_verify_names(&db, seg, &ctx)?;
+    }
     Ok(())
 }
 

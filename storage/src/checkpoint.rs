@@ -15,9 +15,10 @@
 //! ```
 //!
 //! Files are named `checkpoint-<version, 20 digits>.ckpt` and published atomically: written to
-//! `<name>.tmp`, synced, renamed, directory synced. Older checkpoints are removed only after the
-//! new one is durable, so a crash leaves at least one complete checkpoint (or none before the
-//! first). Any damage is reported as [`Error::Corruption`] with the offset of the damaged part.
+//! `<name>.tmp`, synced, renamed, directory synced, so a crash leaves the whole file or none.
+//! They are the native export format; a store's own durable state is its manifest and segments,
+//! and a checkpoint file is read only when a directory restored from an export is opened. Any
+//! damage is reported as [`Error::Corruption`] with the offset of the damaged part.
 
 use crate::error::{io_err, Error, Result};
 use crate::ids::{TableId, Version};

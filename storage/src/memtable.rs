@@ -22,6 +22,11 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering as AtomicOrdering};
 pub(crate) type CellValue = Option<Box<[u8]>>;
 pub(crate) type Bounds = (Bound<InternalKey>, Bound<InternalKey>);
 
+/// Memory a cell costs beyond its key and value bytes: the skiplist node and its tower, two
+/// heap allocations (key, value) and their allocator overhead. Measured: 300,000 cells of
+/// 16 + 100 bytes raised the resident set by about 240 bytes each.
+const CELL_OVERHEAD: usize = 120;
+
 /// The MVCC index.
 #[derive(Debug, Default)]
 pub(crate) struct Memtable {
@@ -40,7 +45,7 @@ pub struct GcStats {
 impl Memtable {
     pub fn insert(&self, table: TableId, key: &[u8], version: Version, value: Option<&[u8]>) {
         debug_assert!(table <= TableId::MAX);
-        let size = key.len() + value.map_or(0, |v| v.len()) + 32;
+        let size = key.len() + value.map_or(0, |v| v.len()) + CELL_OVERHEAD;
         self.bytes.fetch_add(size as u64, AtomicOrdering::Relaxed);
         self.cells
             .insert(InternalKey::new(table, key, version), value.map(Box::from));
@@ -57,7 +62,8 @@ impl Memtable {
             },
             Some(Box::default()),
         );
-        self.bytes.fetch_add(48, AtomicOrdering::Relaxed);
+        self.bytes
+            .fetch_add(4 + CELL_OVERHEAD as u64, AtomicOrdering::Relaxed);
         self.max_table.fetch_max(table.0, AtomicOrdering::Relaxed);
     }
 
@@ -65,7 +71,7 @@ impl Memtable {
     /// never overwritten).
     pub fn insert_missing(&self, key: &InternalKey, value: &CellValue) {
         if !self.cells.contains_key(key) {
-            let size = key.key.len() + value.as_ref().map_or(0, |v| v.len()) + 32;
+            let size = key.key.len() + value.as_ref().map_or(0, |v| v.len()) + CELL_OVERHEAD;
             self.bytes.fetch_add(size as u64, AtomicOrdering::Relaxed);
             if key.table != VERSIONS_TABLE {
                 self.max_table.fetch_max(key.table, AtomicOrdering::Relaxed);

@@ -109,6 +109,8 @@ pub(crate) struct Shared {
     /// Wakes the compaction thread.
     pub wake: (Mutex<bool>, Condvar),
     pub stop: AtomicBool,
+    /// Segment files found at open without a manifest; removed after the first manifest write.
+    pub orphans: Mutex<Vec<u64>>,
 }
 
 /// Monotonic counters (see [`StoreStats`]).
@@ -152,6 +154,8 @@ impl Shared {
             .map_err(io_err(&path))?;
         *current = data;
         *self.runs.write() = Arc::new(runs);
+        let orphans = std::mem::take(&mut *self.orphans.lock());
+        self.remove_segment_files(&orphans);
         Ok(())
     }
 
@@ -264,6 +268,7 @@ impl Store {
             progress: (Mutex::new(0), Condvar::new()),
             wake: (Mutex::new(false), Condvar::new()),
             stop: AtomicBool::new(false),
+            orphans: Mutex::new(Vec::new()),
         });
         let info = match manifest {
             Some(m) => {
@@ -297,10 +302,18 @@ impl Store {
                 })
             }
             None => {
-                for name in names.iter().filter(|n| segment::parse_name(n).is_some()) {
-                    let p = dir.join(name);
-                    fs.remove_file(&p).map_err(io_err(&p))?;
+                // Segments without a manifest: a first flush that crashed before its manifest,
+                // or a manifest lost to damage. Nothing is deleted before the caller has checked
+                // its log (an open it refuses must change nothing); they go once the first
+                // manifest is written, and new ids start above them.
+                let orphans: Vec<u64> = names
+                    .iter()
+                    .filter_map(|n| segment::parse_name(n))
+                    .collect();
+                if let Some(max) = orphans.iter().max() {
+                    shared.manifest.lock().next_segment_id = max + 1;
                 }
+                *shared.orphans.lock() = orphans;
                 load_checkpoint_file(&shared, &names)?
             }
         };
@@ -484,9 +497,12 @@ impl Store {
     /// than [`StoreOptions::max_runs`]), at most `limit`; returns how long it waited. Stalls
     /// are counted in [`StoreStats`]. Call it outside any lock a flush needs.
     pub fn wait_for_room(&self, limit: Duration) -> Duration {
+        // Runs pile up only for a compaction thread to merge; without one nothing would end
+        // the wait.
+        let compacting = self.shared.opts.background_compaction;
         let over = || {
             self.approximate_bytes() >= 2 * self.shared.opts.memtable_bytes
-                || self.shared.runs.read().runs.len() > self.shared.opts.max_runs
+                || (compacting && self.shared.runs.read().runs.len() > self.shared.opts.max_runs)
         };
         if !over() {
             return Duration::ZERO;
@@ -589,7 +605,8 @@ impl Store {
         }
     }
 
-    /// Checks the manifest and every checksum of every live segment; reports what it found.
+    /// Checks the manifest and every checksum of every live segment (header, footer, index,
+    /// bloom filter, every data block), reading them from disk; reports what it found.
     pub fn verify(&self) -> VerifyReport {
         let mut report = VerifyReport::default();
         let path = self.shared.manifest_path();
@@ -607,7 +624,17 @@ impl Store {
         let segments: Vec<&Arc<Segment>> = runs.all_segments().collect();
         let results: Vec<(u64, Result<(u64, u64)>)> = segments
             .par_iter()
-            .map(|s| (s.size(), s.verify()))
+            .map(|s| {
+                // Opened afresh: header, footer, index and bloom filter are read and checked
+                // again too, then every data block.
+                let fresh = Segment::open(
+                    self.shared.fs.as_ref(),
+                    &s.path,
+                    s.id,
+                    self.shared.cache.clone(),
+                );
+                (s.size(), fresh.and_then(|f| f.verify()))
+            })
             .collect();
         for (size, r) in results {
             report.segments += 1;

@@ -329,3 +329,33 @@ fn the_workload_compacts_and_collects_garbage() -> TestResult {
     assert!(names.iter().any(|n| n == "manifest"), "{names:?}");
     Ok(())
 }
+
+/// A horizon above the flushed version collapses memtable cells the flush then writes without
+/// the newer cell that shadowed them: the manifest's history floor must say so, so no read
+/// below that horizon is served after a restart.
+#[test]
+fn the_history_floor_covers_a_horizon_above_the_flushed_version() -> TestResult {
+    let fs = Arc::new(SimFs::new(SimOptions::default()));
+    let (store, _) = Store::open_with(fs.clone(), Path::new(DIR), opts())?;
+    let put = |v: u64, value: &[u8]| {
+        let c = [Change {
+            table: TableId(1),
+            key: b"k",
+            value: Some(value),
+        }];
+        store.apply(Version(v), &c, &[TableId(1)]);
+    };
+    put(1, b"one");
+    put(2, b"two");
+    put(3, b"three");
+    store.gc(Version(3));
+    let info = store.checkpoint(Version(2), b"m")?;
+    assert_eq!(info.version, Version(2));
+    assert!(info.history_floor >= Version(3), "{info:?}");
+    drop(store);
+    fs.restart();
+    let (_, info) = Store::open_with(fs.clone(), Path::new(DIR), opts())?;
+    let info = info.ok_or("no manifest")?;
+    assert!(info.history_floor >= Version(3), "{info:?}");
+    Ok(())
+}
