@@ -57,7 +57,7 @@ fn build() -> Result<(Arc<SimFs>, PathBuf), Box<dyn std::error::Error>> {
 }
 
 fn expected(i: u32, at: u64) -> Option<Vec<u8>> {
-    if at >= 3 && i % 3 == 0 {
+    if at >= 3 && i.is_multiple_of(3) {
         None
     } else {
         Some(value(i, at.min(2)))
