@@ -1,9 +1,15 @@
-//! Micro benchmarks of the public API (criterion).
+//! Micro benchmarks of the components and of the public API (criterion).
 //!
+//! * `wal/append_<mode>`: one 128-byte record appended to the write-ahead log and waited for,
+//!   per durability mode: `none` (written to the operating system), `buffered` (the same; a
+//!   background thread syncs), `immediate` (`fdatasync` before it returns; one thread, so no
+//!   group commit).
+//! * `memtable/insert` and `memtable/get_100k_keys`: storage's memtable through
+//!   `vellum_storage::Store` — apply one cell at a new version; read a random key of 100,000.
 //! * `commit/durability_none_small_tx`: the commit pipeline without `fdatasync` — begin, one
 //!   put (16-byte key, 100-byte value), validate, version, log enqueue + write to the operating
-//!   system, apply, publish. (Appending to the write-ahead log per durability mode is not
-//!   reachable through the public API; `commit_throughput` measures durable commits.)
+//!   system, apply, publish.
+//! * `snapshot/pin_and_get`: take a snapshot (a registered read version) and read one key.
 //! * `read/point_get_100k_keys`: one `get` of a random existing key, from a read transaction, on
 //!   a table of 100,000 keys.
 //! * `read/scan_100_rows`: the first 100 rows of a range scan from a random key of that table.
@@ -15,6 +21,8 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
 use std::time::Duration;
 use vellum::{Db, Durability, Error, Options};
+use vellum_storage::{Change, Store, StoreOptions, TableId, Version};
+use vellum_wal::{Lsn, SyncPolicy, Wal, WalOptions};
 
 const TABLE: &str = "t";
 const KEYS: u64 = 100_000;
@@ -108,6 +116,114 @@ fn reads(c: &mut Criterion) {
     ok(db.close());
 }
 
+fn wal_append(c: &mut Criterion) {
+    let payload = [5u8; 128];
+    for (name, sync) in [
+        ("none", SyncPolicy::None),
+        ("buffered", SyncPolicy::Buffered(Duration::from_millis(10))),
+        ("immediate", SyncPolicy::Immediate),
+    ] {
+        let dir = match tempfile::tempdir() {
+            Ok(d) => d,
+            Err(e) => panic!("cannot create a temporary directory: {e}"),
+        };
+        let opts = WalOptions {
+            sync,
+            ..WalOptions::default()
+        };
+        let fs = std::sync::Arc::new(vellum::fs::RealFs);
+        let wal = match Wal::open(fs, &dir.path().join("wal"), opts, Lsn(0), false) {
+            Ok((w, _)) => w,
+            Err(e) => panic!("cannot open the log: {e}"),
+        };
+        c.bench_function(&format!("wal/append_{name}"), |b| {
+            b.iter(|| {
+                let ticket = match wal.enqueue(&payload) {
+                    Ok(t) => t,
+                    Err(e) => panic!("append failed: {e}"),
+                };
+                if let Err(e) = wal.wait(ticket) {
+                    panic!("append failed: {e}");
+                }
+            })
+        });
+        if let Err(e) = wal.close() {
+            panic!("close failed: {e}");
+        }
+    }
+}
+
+fn memtable(c: &mut Criterion) {
+    let dir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => panic!("cannot create a temporary directory: {e}"),
+    };
+    let opts = StoreOptions {
+        // Large enough that nothing is flushed: this measures the memtable alone.
+        memtable_bytes: u64::MAX / 4,
+        background_compaction: false,
+        ..StoreOptions::default()
+    };
+    let store = match Store::open_with(std::sync::Arc::new(vellum::fs::RealFs), dir.path(), opts) {
+        Ok((s, _)) => s,
+        Err(e) => panic!("cannot open storage: {e}"),
+    };
+    let value = [3u8; VALUE_BYTES];
+    let mut v = 0u64;
+    for i in 0..KEYS {
+        v += 1;
+        let k = key(i);
+        let change = [Change {
+            table: TableId(1),
+            key: &k,
+            value: Some(&value),
+        }];
+        store.apply(Version(v), &change, &[]);
+    }
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    c.bench_function("memtable/get_100k_keys", |b| {
+        b.iter(|| {
+            let k = key(next(&mut x) % KEYS);
+            match store.get(TableId(1), &k, Version(v)) {
+                Ok(f) => black_box(f),
+                Err(e) => panic!("get failed: {e}"),
+            }
+        })
+    });
+    let mut i = KEYS;
+    c.bench_function("memtable/insert", |b| {
+        b.iter(|| {
+            v += 1;
+            i += 1;
+            let k = key(i);
+            let change = [Change {
+                table: TableId(1),
+                key: &k,
+                value: Some(&value),
+            }];
+            store.apply(Version(v), &change, &[]);
+        })
+    });
+}
+
+fn snapshot(c: &mut Criterion) {
+    let (_dir, db) = open_db();
+    let value = [4u8; VALUE_BYTES];
+    let mut tx = ok(db.begin());
+    for i in 0..10_000 {
+        ok(tx.put(TABLE, key(i), value));
+    }
+    ok(tx.commit());
+    let mut x = 0x1234_5678_9ABC_DEF1u64;
+    c.bench_function("snapshot/pin_and_get", |b| {
+        b.iter(|| {
+            let s = ok(db.snapshot());
+            black_box(ok(s.get(TABLE, key(next(&mut x) % 10_000))))
+        })
+    });
+    ok(db.close());
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .sample_size(20)
@@ -118,6 +234,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = micro;
     config = config();
-    targets = commit, reads
+    targets = wal_append, memtable, commit, reads, snapshot
 }
 criterion_main!(micro);

@@ -74,6 +74,7 @@ pub use vellum_wal::WalStats;
 /// crash tests (applications can use it to crash-test their own code on top of vellum).
 pub mod fs {
     pub use vellum_fs::{
-        write_file_atomic, DirLock, FileSystem, RealFs, SimFs, SimOptions, WritableFile,
+        write_file_atomic, DirLock, FileSystem, ReadableFile, RealFs, SimFs, SimOptions,
+        WritableFile,
     };
 }

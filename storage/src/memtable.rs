@@ -124,19 +124,16 @@ impl Memtable {
 
     /// [`Memtable::get`] for any internal table id (including the versions table).
     pub fn get_raw(&self, table: u32, key: &[u8], at: Version) -> Option<(Version, CellValue)> {
-        let lo = InternalKey {
+        let seek = InternalKey {
             table,
             key: key.into(),
             version: Reverse(at.0),
         };
-        let hi = InternalKey {
-            table,
-            key: key.into(),
-            version: Reverse(0),
-        };
+        // The first cell at or after (key, at) is the key's newest at or below `at`, if it is
+        // a cell of the same key.
         self.cells
-            .range(lo..=hi)
-            .next()
+            .lower_bound(std::ops::Bound::Included(&seek))
+            .filter(|e| e.key().same_user_key(table, key))
             .map(|e| (e.key().version(), e.value().clone()))
     }
 

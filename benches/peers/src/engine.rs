@@ -74,7 +74,9 @@ pub const ALL: &[&str] = &[
     "sled",
     "lmdb",
     #[cfg(feature = "rocksdb")]
-    "rocksdb",
+    "rocksdb-opt",
+    #[cfg(feature = "rocksdb")]
+    "rocksdb-pess",
 ];
 
 /// Opens (creating if missing) engine `name` in `dir` with `tables`.
@@ -87,7 +89,9 @@ pub fn open(name: &str, dir: &Path, tables: &[&str]) -> Res<Box<dyn Engine>> {
         "sled" => Box::new(crate::engines::sled::SledEngine::open(dir, tables)?),
         "lmdb" => Box::new(crate::engines::lmdb::LmdbEngine::open(dir, tables)?),
         #[cfg(feature = "rocksdb")]
-        "rocksdb" => Box::new(crate::engines::rocksdb::RocksEngine::open(dir, tables)?),
+        "rocksdb-opt" => Box::new(crate::engines::rocksdb::RocksOptEngine::open(dir, tables)?),
+        #[cfg(feature = "rocksdb")]
+        "rocksdb-pess" => Box::new(crate::engines::rocksdb::RocksPessEngine::open(dir, tables)?),
         other => return Err(format!("unknown engine {other:?} (known: {})", ALL.join(",")).into()),
     })
 }

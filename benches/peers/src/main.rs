@@ -26,16 +26,20 @@ peers: compare vellum with peer embedded engines on durable workloads.
 USAGE: cargo run --release --manifest-path benches/peers/Cargo.toml -- [OPTIONS]
 
 OPTIONS
-  --engines LIST           comma-separated (default: all built: vellum,redb,fjall,sled,lmdb[,rocksdb])
+  --engines LIST           comma-separated (default: all built: vellum,redb,fjall,sled,lmdb
+                           [,rocksdb-opt,rocksdb-pess with --features rocksdb])
   --workloads LIST         put,commit,transfer,bulk,read (default: all); the disk probe always runs
                            first unless --no-probe
-  --busy-cpus              one SCHED_IDLE busy-looping thread per CPU (no CPU idles, so fdatasync
-                           waiters wake at once instead of at the next timer tick)
+  --modes LIST             idle,busy (default: both, busy first). busy = one SCHED_IDLE
+                           busy-looping thread per CPU (no CPU idles, so fdatasync waiters wake
+                           at once instead of at the next timer tick); idle = nothing else runs
+  --busy-cpus              same as --modes busy
   --json PATH              write the results as JSON
   --secs F                 seconds per measured phase (default 2)
   --warmup-secs F          warm-up seconds before each phase group (default 0.3)
   --commit-threads LIST    default 1,2,4,8
-  --transfer-threads LIST  default 1,8
+  --transfer-threads LIST  default 1,2,4,8
+  --reps N                 measured repetitions of every phase, median reported (default 3)
   --read-threads LIST      default 1,2
   --accounts N             accounts in the transfer workload (default 1000)
   --zipf-theta F           default 0.99
@@ -47,7 +51,7 @@ OPTIONS
 struct Args {
     engines: Vec<String>,
     workloads: Vec<String>,
-    busy: bool,
+    modes: Vec<String>,
     json: Option<PathBuf>,
     dir: PathBuf,
     probe: bool,
@@ -68,7 +72,7 @@ fn parse_args() -> Res<Args> {
     let mut a = Args {
         engines: engine::ALL.iter().map(|s| s.to_string()).collect(),
         workloads: WORKLOADS.iter().map(|s| s.to_string()).collect(),
-        busy: false,
+        modes: vec!["busy".into(), "idle".into()],
         json: None,
         dir: std::env::temp_dir().join(format!("vellum-peers-{}", std::process::id())),
         probe: true,
@@ -76,11 +80,12 @@ fn parse_args() -> Res<Args> {
             secs: 2.0,
             warmup_secs: 0.3,
             commit_threads: vec![1, 2, 4, 8],
-            transfer_threads: vec![1, 8],
+            transfer_threads: vec![1, 2, 4, 8],
             read_threads: vec![1, 2],
             accounts: 1000,
             bulk_keys: 100_000,
             zipf_theta: 0.99,
+            reps: 3,
         },
     };
     let mut it = std::env::args().skip(1);
@@ -93,7 +98,9 @@ fn parse_args() -> Res<Args> {
             }
             "--engines" => a.engines = list(&val()?)?,
             "--workloads" => a.workloads = list(&val()?)?,
-            "--busy-cpus" => a.busy = true,
+            "--busy-cpus" => a.modes = vec!["busy".into()],
+            "--modes" => a.modes = list(&val()?)?,
+            "--reps" => a.cfg.reps = val()?.parse()?,
             "--no-probe" => a.probe = false,
             "--json" => a.json = Some(val()?.into()),
             "--dir" => a.dir = val()?.into(),
@@ -119,6 +126,9 @@ fn parse_args() -> Res<Args> {
         if !WORKLOADS.contains(&w.as_str()) {
             return Err(format!("unknown workload {w:?} (known: {})", WORKLOADS.join(",")).into());
         }
+    }
+    if a.modes.is_empty() || a.modes.iter().any(|m| m != "idle" && m != "busy") {
+        return Err("--modes takes idle and/or busy".into());
     }
     if a.cfg.accounts < 2 {
         return Err("--accounts must be at least 2".into());
@@ -183,13 +193,13 @@ fn fmt_rate(r: f64) -> String {
 
 fn print_rows(rows: &[Row]) {
     println!(
-        "{:<8} {:<26} {:>12} {:<10} {:>8} {:>8}  {}",
+        "{:<12} {:<26} {:>12} {:<10} {:>8} {:>8}  {}",
         "engine", "workload", "rate", "unit", "p50 ms", "p99 ms", "notes"
     );
     for r in rows {
         let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
         println!(
-            "{:<8} {:<26} {:>12} {:<10} {:>8} {:>8}  {}",
+            "{:<12} {:<26} {:>12} {:<10} {:>8} {:>8}  {}",
             r.engine,
             r.workload,
             fmt_rate(r.rate),
@@ -210,13 +220,13 @@ fn print_matrix(rows: &[Row], engines: &[String]) {
         }
     }
     let width = cols.iter().map(|c| c.len().max(10)).collect::<Vec<_>>();
-    print!("{:<8}", "engine");
+    print!("{:<12}", "engine");
     for (c, w) in cols.iter().zip(&width) {
         print!(" {:>w$}", c, w = *w);
     }
     println!();
     for e in engines {
-        print!("{:<8}", e);
+        print!("{:<12}", e);
         for (c, w) in cols.iter().zip(&width) {
             let cell = rows
                 .iter()
@@ -245,24 +255,79 @@ fn main() {
 fn run() -> Res<()> {
     let args = parse_args()?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let spinners = args.busy.then(|| BusyCpus::start(cpus));
-    let mode = if args.busy {
-        format!("busy-cpus ({cpus} SCHED_IDLE busy threads)")
-    } else {
-        "idle CPUs".to_string()
-    };
-    let load_before = loadavg();
-    println!("peers: mode {mode}, {cpus} CPUs, loadavg {load_before}, dir {}", args.dir.display());
-    println!(
-        "config: {:?}",
-        args.cfg
-    );
+    println!("peers: {cpus} CPUs, modes {}, dir {}", args.modes.join(","), args.dir.display());
+    println!("config: {:?}", args.cfg);
     std::fs::create_dir_all(&args.dir)?;
-
     let mut rows: Vec<Row> = Vec::new();
     let mut failures: Vec<String> = Vec::new();
+    let mut summaries = Vec::new();
+    for mode in &args.modes {
+        let busy = mode == "busy";
+        let spinners = busy.then(|| BusyCpus::start(cpus));
+        let load_before = loadavg();
+        eprintln!("== mode {mode}, loadavg {load_before}");
+        let mut mode_rows = Vec::new();
+        run_mode(&args, &mut mode_rows, &mut failures);
+        let load_after = loadavg();
+        let idle_threads = spinners.map(|s| s.stop());
+        for r in &mut mode_rows {
+            r.mode = mode.clone();
+        }
+        let desc = if busy {
+            format!(
+                "busy-cpus ({} of {cpus} SCHED_IDLE busy threads)",
+                idle_threads.unwrap_or(0)
+            )
+        } else {
+            "idle CPUs".to_string()
+        };
+        println!();
+        println!("mode {desc}; loadavg before {load_before}, after {load_after}");
+        print_rows(&mode_rows);
+        println!();
+        print_matrix(&mode_rows, &args.engines);
+        summaries.push(json!({
+            "mode": mode,
+            "description": desc,
+            "loadavg_before": load_before,
+            "loadavg_after": load_after,
+        }));
+        rows.extend(mode_rows);
+    }
+    let _ = std::fs::remove_dir_all(&args.dir);
+    let any_fail = rows
+        .iter()
+        .any(|r| r.extra.get("pass").and_then(|p| p.as_bool()) == Some(false));
+    if !failures.is_empty() {
+        println!("errors:");
+        for f in &failures {
+            println!("  {f}");
+        }
+    }
+    if let Some(path) = &args.json {
+        let out = json!({
+            "cpus": cpus,
+            "modes": summaries,
+            "config": format!("{:?}", args.cfg),
+            "rows": rows.iter().map(|r| r.to_json()).collect::<Vec<_>>(),
+            "errors": failures,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&out)?)?;
+        println!("wrote {}", path.display());
+    }
+    if any_fail {
+        return Err("a correctness check FAILED".into());
+    }
+    Ok(())
+}
+
+/// Every selected workload of every selected engine, in one CPU mode.
+fn run_mode(args: &Args, rows: &mut Vec<Row>, failures: &mut Vec<String>) {
     if args.probe {
-        rows.extend(workloads::disk_probe(&args.dir, &args.cfg)?);
+        match workloads::disk_probe(&args.dir, &args.cfg) {
+            Ok(r) => rows.extend(r),
+            Err(e) => failures.push(format!("disk probe: {e}")),
+        }
     }
     let has = |w: &str| args.workloads.iter().any(|x| x == w);
     for name in &args.engines {
@@ -292,45 +357,6 @@ fn run() -> Res<()> {
             });
         }
     }
-    let load_after = loadavg();
-    let idle_threads = spinners.map(|s| s.stop());
-    let _ = std::fs::remove_dir_all(&args.dir);
-
-    println!();
-    println!(
-        "mode {mode}; loadavg before {load_before}, after {load_after}{}",
-        idle_threads.map_or(String::new(), |n| format!("; busy threads at SCHED_IDLE: {n} of {cpus}"))
-    );
-    print_rows(&rows);
-    println!();
-    print_matrix(&rows, &args.engines);
-    let any_fail = rows
-        .iter()
-        .any(|r| r.extra.get("pass").and_then(|p| p.as_bool()) == Some(false));
-    if !failures.is_empty() {
-        println!("errors:");
-        for f in &failures {
-            println!("  {f}");
-        }
-    }
-    if let Some(path) = &args.json {
-        let out = json!({
-            "mode": mode,
-            "busy_cpus": args.busy,
-            "cpus": cpus,
-            "loadavg_before": load_before,
-            "loadavg_after": load_after,
-            "config": format!("{:?}", args.cfg),
-            "rows": rows.iter().map(|r| r.to_json()).collect::<Vec<_>>(),
-            "errors": failures,
-        });
-        std::fs::write(path, serde_json::to_string_pretty(&out)?)?;
-        println!("wrote {}", path.display());
-    }
-    if any_fail {
-        return Err("a correctness check FAILED".into());
-    }
-    Ok(())
 }
 
 fn now_secs() -> String {

@@ -1,6 +1,7 @@
 //! The workloads. Every write workload runs on a fresh store, time-boxed (`--secs` per phase,
 //! after a short warm-up on the same store); the read workload runs on a bulk-loaded store that
-//! was closed and reopened.
+//! was closed and reopened. Every measured phase is repeated `--reps` times and the median rate
+//! is reported (its latencies with it), with every repetition's rate in the notes.
 
 use crate::engine::{self, decode_balance, Outcome, Res, Transfer};
 use rand::rngs::SmallRng;
@@ -27,11 +28,15 @@ pub struct Config {
     pub accounts: u64,
     pub bulk_keys: usize,
     pub zipf_theta: f64,
+    /// Measured repetitions of every phase; the median is reported.
+    pub reps: usize,
 }
 
 /// One line of the report.
 #[derive(Debug, Clone)]
 pub struct Row {
+    /// "idle" or "busy" (CPU mode the row was measured in).
+    pub mode: String,
     pub engine: String,
     pub workload: String,
     /// The headline rate (commits/s, keys/s, reads/s, scans/s, syncs/s).
@@ -46,6 +51,7 @@ pub struct Row {
 impl Row {
     fn new(engine: &str, workload: String, rate: f64, unit: &'static str) -> Row {
         Row {
+            mode: String::new(),
             engine: engine.to_string(),
             workload,
             rate,
@@ -66,6 +72,7 @@ impl Row {
 
     pub fn to_json(&self) -> serde_json::Value {
         json!({
+            "mode": self.mode,
             "engine": self.engine,
             "workload": self.workload,
             "rate": self.rate,
@@ -76,6 +83,34 @@ impl Row {
             "extra": self.extra,
         })
     }
+}
+
+/// Runs `reps` phases (`make(i)` gives the operation of repetition `i`) and returns the one
+/// with the median rate, and every repetition's rate.
+fn median_of<F>(
+    reps: usize,
+    threads: usize,
+    secs: f64,
+    record: bool,
+    make: impl Fn(u32) -> F,
+) -> Res<(Phase, Vec<f64>)>
+where
+    F: Fn(usize, u64, &mut SmallRng) -> Res<bool> + Send + Sync,
+{
+    let mut phases = Vec::new();
+    for i in 0..reps.max(1) {
+        phases.push(timed(threads, secs, record, make(i as u32))?);
+    }
+    let rates: Vec<f64> = phases.iter().map(|p| p.rate()).collect();
+    phases.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
+    let mid = phases.len() / 2;
+    Ok((phases.swap_remove(mid), rates))
+}
+
+/// "median of 3: 1200/1180/1250".
+fn reps_note(rates: &[f64]) -> String {
+    let list: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
+    format!("median of {}: {}", rates.len(), list.join("/"))
 }
 
 fn percentile_ms(sorted: &[u64], p: f64) -> f64 {
@@ -220,14 +255,21 @@ pub fn disk_probe(base: &Path, cfg: &Config) -> Res<Vec<Row>> {
             file.sync_all()?;
         }
         let file = &file;
-        let phase = timed(1, cfg.secs, true, |_, seq, _| {
-            let offset = if append { seq * 4096 } else { 0 };
-            file.write_all_at(&block, offset)?;
-            file.sync_data()?;
-            Ok(true)
+        let block = &block;
+        let (phase, rates) = median_of(cfg.reps, 1, cfg.secs, true, |rep| {
+            // Each repetition appends past the end of the previous one's (sparse) region.
+            let base = u64::from(rep) << 30;
+            move |_: usize, seq: u64, _: &mut SmallRng| -> Res<bool> {
+                let offset = if append { base + seq * 4096 } else { 0 };
+                file.write_all_at(block, offset)?;
+                file.sync_data()?;
+                Ok(true)
+            }
         })?;
         let mut lat = phase.latencies_ns.clone();
-        rows.push(Row::new("(disk)", name.to_string(), phase.rate(), "syncs/s").latencies(&mut lat));
+        let mut row = Row::new("(disk)", name.to_string(), phase.rate(), "syncs/s").latencies(&mut lat);
+        row.notes = reps_note(&rates);
+        rows.push(row);
     }
     std::fs::remove_file(&path)?;
     Ok(rows)
@@ -248,10 +290,10 @@ pub fn put(engine_name: &str, base: &Path, cfg: &Config) -> Res<Vec<Row>> {
         }
     };
     timed(1, cfg.warmup_secs, false, op(0))?;
-    let mut p = timed(1, cfg.secs, true, op(1))?;
+    let (mut p, rates) = median_of(cfg.reps, 1, cfg.secs, true, |i| op(1 + i))?;
     let mut row = Row::new(engine_name, "put".into(), p.rate(), "commits/s");
     row = row.latencies(&mut p.latencies_ns);
-    row.notes = format!("disk {}", mib(disk_usage(&dir)));
+    row.notes = format!("{}; disk {}", reps_note(&rates), mib(disk_usage(&dir)));
     e.close()?;
     std::fs::remove_dir_all(&dir)?;
     Ok(vec![row])
@@ -274,13 +316,15 @@ pub fn commit(engine_name: &str, base: &Path, cfg: &Config) -> Res<Vec<Row>> {
     timed(1, cfg.warmup_secs, false, op(0))?;
     let mut rows = Vec::new();
     for (i, &threads) in cfg.commit_threads.iter().enumerate() {
-        let mut p = timed(threads, cfg.secs, true, op(1 + i as u32))?;
-        let row = Row::new(engine_name, format!("commit x{threads}"), p.rate(), "commits/s")
+        let base = 1 + (i * cfg.reps.max(1)) as u32;
+        let (mut p, rates) = median_of(cfg.reps, threads, cfg.secs, true, |r| op(base + r))?;
+        let mut row = Row::new(engine_name, format!("commit x{threads}"), p.rate(), "commits/s")
             .latencies(&mut p.latencies_ns);
+        row.notes = reps_note(&rates);
         rows.push(row);
     }
     if let Some(last) = rows.last_mut() {
-        last.notes = format!("disk {}", mib(disk_usage(&dir)));
+        last.notes = format!("{}; disk {}", last.notes, mib(disk_usage(&dir)));
     }
     e.close()?;
     std::fs::remove_dir_all(&dir)?;
@@ -384,7 +428,7 @@ pub fn transfer(engine_name: &str, base: &Path, cfg: &Config) -> Res<Vec<Row>> {
         };
         timed(threads, cfg.warmup_secs, false, op(0))?;
         let (c0, a0) = (committed.load(Ordering::Relaxed), aborts.load(Ordering::Relaxed));
-        let mut p = timed(threads, cfg.secs, true, op(1))?;
+        let (mut p, rates) = median_of(cfg.reps, threads, cfg.secs, true, |r| op(1 + r))?;
         let c = committed.load(Ordering::Relaxed) - c0;
         let a = aborts.load(Ordering::Relaxed) - a0;
         let abort_rate = a as f64 / (a + c).max(1) as f64;
@@ -410,7 +454,8 @@ pub fn transfer(engine_name: &str, base: &Path, cfg: &Config) -> Res<Vec<Row>> {
         let mut row = Row::new(engine_name, format!("transfer x{threads}"), p.rate(), "commits/s")
             .latencies(&mut p.latencies_ns);
         row.notes = format!(
-            "aborts {:.1}% {} disk {}",
+            "{}; aborts {:.1}% {} disk {}",
+            reps_note(&rates),
             abort_rate * 100.0,
             if pass { "PASS" } else { "FAIL" },
             mib(disk_usage(&dir))
@@ -452,21 +497,29 @@ pub fn bulk_and_read(
     }
     let pairs: Vec<(&[u8], &[u8])> = keys.iter().zip(&values).map(|(k, v)| (&k[..], &v[..])).collect();
     let mut rows = Vec::new();
-    let e = engine::open(engine_name, &dir, &["t"])?;
-    let began = Instant::now();
-    e.put("t", &pairs)?;
-    let elapsed = began.elapsed();
+    // Each repetition loads a fresh store; the last one stays for the reads.
+    let reps = if report_bulk { cfg.reps.max(1) } else { 1 };
+    let mut rates = Vec::new();
+    for _ in 0..reps {
+        fresh_dir(base, engine_name, "bulk")?;
+        let e = engine::open(engine_name, &dir, &["t"])?;
+        let began = Instant::now();
+        e.put("t", &pairs)?;
+        rates.push(cfg.bulk_keys as f64 / began.elapsed().as_secs_f64());
+        e.close()?;
+    }
     if report_bulk {
-        let mut row = Row::new(
-            engine_name,
-            "bulk".into(),
-            cfg.bulk_keys as f64 / elapsed.as_secs_f64(),
-            "keys/s",
+        let mut sorted = rates.clone();
+        sorted.sort_by(f64::total_cmp);
+        let mut row = Row::new(engine_name, "bulk".into(), sorted[sorted.len() / 2], "keys/s");
+        row.notes = format!(
+            "{}; {} keys, disk {}",
+            reps_note(&rates),
+            cfg.bulk_keys,
+            mib(disk_usage(&dir))
         );
-        row.notes = format!("{} keys, disk {}", cfg.bulk_keys, mib(disk_usage(&dir)));
         rows.push(row);
     }
-    e.close()?;
     drop(pairs);
     drop(values);
     if do_read {
@@ -483,30 +536,41 @@ pub fn bulk_and_read(
         }
         for &threads in &cfg.read_threads {
             let (e, keys) = (&e, &keys);
-            let p = timed(threads, cfg.secs, false, |_, _, rng| {
-                let k = &keys[rng.random_range(0..keys.len())];
-                let v = e.get("t", k)?.ok_or("bulk key missing")?;
-                std::hint::black_box(v);
-                Ok(true)
+            let (p, rates) = median_of(cfg.reps, threads, cfg.secs, false, |_| {
+                |_: usize, _: u64, rng: &mut SmallRng| -> Res<bool> {
+                    let k = &keys[rng.random_range(0..keys.len())];
+                    let v = e.get("t", k)?.ok_or("bulk key missing")?;
+                    std::hint::black_box(v);
+                    Ok(true)
+                }
             })?;
-            rows.push(Row::new(engine_name, format!("get x{threads}"), p.rate(), "reads/s"));
+            let mut row = Row::new(engine_name, format!("get x{threads}"), p.rate(), "reads/s");
+            row.notes = reps_note(&rates);
+            rows.push(row);
         }
         {
             let (e, keys) = (&e, &keys);
             let short = AtomicU64::new(0);
-            let p = timed(1, cfg.secs, false, |_, _, rng| {
-                let k = &keys[rng.random_range(0..keys.len())];
-                let n = e.scan("t", k, SCAN_ROWS)?;
-                if n == 0 {
-                    return Err("scan from an existing key returned nothing".into());
+            let short_ref = &short;
+            let (p, rates) = median_of(cfg.reps, 1, cfg.secs, false, |_| {
+                move |_: usize, _: u64, rng: &mut SmallRng| -> Res<bool> {
+                    let k = &keys[rng.random_range(0..keys.len())];
+                    let n = e.scan("t", k, SCAN_ROWS)?;
+                    if n == 0 {
+                        return Err("scan from an existing key returned nothing".into());
+                    }
+                    if n < SCAN_ROWS {
+                        short_ref.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(true)
                 }
-                if n < SCAN_ROWS {
-                    short.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(true)
             })?;
             let mut row = Row::new(engine_name, format!("scan{SCAN_ROWS} x1"), p.rate(), "scans/s");
-            row.notes = format!("{} near the end", short.load(Ordering::Relaxed));
+            row.notes = format!(
+                "{}; {} near the end",
+                reps_note(&rates),
+                short.load(Ordering::Relaxed)
+            );
             rows.push(row);
         }
         e.close()?;

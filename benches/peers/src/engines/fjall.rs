@@ -45,7 +45,8 @@ impl Engine for FjallEngine {
         for (k, v) in pairs {
             tx.insert(ks, *k, *v);
         }
-        tx.commit()?.map_err(|c| format!("fjall conflict on a disjoint put: {c}"))?;
+        tx.commit()?
+            .map_err(|c| format!("fjall conflict on a disjoint put: {c}"))?;
         Ok(())
     }
 

@@ -3,7 +3,7 @@
 pub mod fjall;
 pub mod lmdb;
 pub mod redb;
-pub mod sled;
-pub mod vellum;
 #[cfg(feature = "rocksdb")]
 pub mod rocksdb;
+pub mod sled;
+pub mod vellum;

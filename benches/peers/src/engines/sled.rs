@@ -67,9 +67,9 @@ impl Engine for SledEngine {
         let r: Result<(), TransactionError<String>> = (acc, ledger).transaction(|(acc, ledger)| {
             ATTEMPTS.with(|a| a.set(a.get() + 1));
             let read = |k: &[u8]| -> Result<i64, ConflictableTransactionError<String>> {
-                let v = acc
-                    .get(k)?
-                    .ok_or_else(|| ConflictableTransactionError::Abort("missing account".to_string()))?;
+                let v = acc.get(k)?.ok_or_else(|| {
+                    ConflictableTransactionError::Abort("missing account".to_string())
+                })?;
                 decode_balance(&v).map_err(|e| ConflictableTransactionError::Abort(e.to_string()))
             };
             let from = read(t.from)?;
@@ -119,4 +119,3 @@ impl Engine for SledEngine {
         Ok(())
     }
 }
-
