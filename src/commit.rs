@@ -123,6 +123,7 @@ fn commit_inner(tx: &Transaction) -> Result<Version> {
         drop(arrival);
         commit.next_version = Version(version.0 + 1);
         db.store.apply(version, &changes, &touched);
+        db.note_catalog_change(version, &touched);
         db.remember_label(version, tx.config.label.as_deref());
         (version, ticket)
     };
@@ -213,6 +214,7 @@ impl Db {
             drop(arrival);
             commit.next_version = Version(version.0 + 1);
             db.store.apply(version, &changes, &touched);
+            db.note_catalog_change(version, &touched);
             db.remember_label(version, prepared.label.as_deref());
             (version, ticket)
         };
@@ -251,6 +253,14 @@ impl DbInner {
             self.worker.nudge();
         }
         self.store.wait_for_room(WRITE_STALL_MAX);
+    }
+
+    /// After applying a commit (before it is published): invalidates cached table names if it
+    /// changed the catalog.
+    pub(crate) fn note_catalog_change(&self, version: Version, touched: &[TableId]) {
+        if touched.contains(&crate::catalog::CATALOG) {
+            self.catalog_cache.changed(version);
+        }
     }
 
     /// Publishes a durable commit and counts it.

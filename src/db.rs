@@ -7,6 +7,7 @@
 //! starts the checkpoint worker; storage starts its compaction thread.
 
 use crate::catalog::{self, CATALOG};
+use crate::catalog_cache::CatalogCache;
 use crate::error::{io_err, Error, Result};
 use crate::identity;
 use crate::locks::{LockManager, TxId};
@@ -59,6 +60,7 @@ pub(crate) struct DbInner {
     pub commit: Mutex<CommitState>,
     pub snapshots: Snapshots,
     pub retention: Retention,
+    pub catalog_cache: CatalogCache,
     pub next_table_id: AtomicU32,
     pub commits: AtomicU64,
     pub conflicts: AtomicU64,
@@ -195,6 +197,9 @@ impl Db {
             }),
             snapshots: Snapshots::new(visible, visible_lsn, history_floor),
             retention: Retention::new(opts.retain_versions, opts.retain_versions_for, visible),
+            // Every catalog change so far is at or below `visible`: reads at it or later may use
+            // the cache (no storage lookup needed here).
+            catalog_cache: CatalogCache::new(visible),
             next_table_id: AtomicU32::new(next_table),
             commits: AtomicU64::new(0),
             conflicts: AtomicU64::new(0),

@@ -37,6 +37,7 @@
 #![warn(missing_docs)]
 
 mod catalog;
+mod catalog_cache;
 mod commit;
 mod db;
 mod error;

@@ -231,7 +231,13 @@ impl Transaction {
     /// Resolves a table name at the read version, seeing its own creates and drops. Under
     /// `Serializable` the catalog entry joins the read set.
     pub(crate) fn table_id(&self, name: &str) -> Result<TableId> {
-        let value = match self.writes.get(&(CATALOG, name.as_bytes().to_vec())) {
+        let staged = if self.writes.is_empty() {
+            None
+        } else {
+            self.writes.get(&(CATALOG, name.as_bytes().to_vec()))
+        };
+        let read_at = self.read_version();
+        let value = match staged {
             Some(staged) => staged.clone(),
             None => {
                 if self.serializable() {
@@ -240,10 +246,20 @@ impl Transaction {
                         .keys
                         .insert((CATALOG, name.as_bytes().to_vec()));
                 }
-                self.db
-                    .store
-                    .get(CATALOG, name.as_bytes(), self.read_version())?
-                    .and_then(|f| f.value)
+                match self.db.catalog_cache.get(name, read_at) {
+                    Some(id) => Some(catalog::encode_id(id).to_vec()),
+                    None => {
+                        let v = self
+                            .db
+                            .store
+                            .get(CATALOG, name.as_bytes(), read_at)?
+                            .and_then(|f| f.value);
+                        if let Some(id) = v.as_deref().and_then(catalog::decode_id) {
+                            self.db.catalog_cache.put(name, id, read_at);
+                        }
+                        v
+                    }
+                }
             }
         };
         match value {
