@@ -69,6 +69,7 @@ pub trait Engine: Send + Sync {
 /// Every engine the harness knows, in report order.
 pub const ALL: &[&str] = &[
     "vellum",
+    "vellum-lock",
     "redb",
     "fjall",
     "sled",
@@ -83,7 +84,12 @@ pub const ALL: &[&str] = &[
 pub fn open(name: &str, dir: &Path, tables: &[&str]) -> Res<Box<dyn Engine>> {
     std::fs::create_dir_all(dir)?;
     Ok(match name {
-        "vellum" => Box::new(crate::engines::vellum::VellumEngine::open(dir, tables)?),
+        "vellum" => Box::new(crate::engines::vellum::VellumEngine::open(
+            dir, tables, false,
+        )?),
+        "vellum-lock" => Box::new(crate::engines::vellum::VellumEngine::open(
+            dir, tables, true,
+        )?),
         "redb" => Box::new(crate::engines::redb::RedbEngine::open(dir, tables)?),
         "fjall" => Box::new(crate::engines::fjall::FjallEngine::open(dir, tables)?),
         "sled" => Box::new(crate::engines::sled::SledEngine::open(dir, tables)?),

@@ -64,7 +64,11 @@ where
 {
     s.split(',')
         .filter(|x| !x.is_empty())
-        .map(|x| x.trim().parse::<T>().map_err(|e| format!("{x:?}: {e}").into()))
+        .map(|x| {
+            x.trim()
+                .parse::<T>()
+                .map_err(|e| format!("{x:?}: {e}").into())
+        })
         .collect()
 }
 
@@ -119,7 +123,11 @@ fn parse_args() -> Res<Args> {
     }
     for e in &a.engines {
         if !engine::ALL.contains(&e.as_str()) {
-            return Err(format!("unknown or not built engine {e:?} (built: {})", engine::ALL.join(",")).into());
+            return Err(format!(
+                "unknown or not built engine {e:?} (built: {})",
+                engine::ALL.join(",")
+            )
+            .into());
         }
     }
     for w in &a.workloads {
@@ -173,7 +181,11 @@ impl BusyCpus {
     /// Stops the threads; returns how many got `SCHED_IDLE`.
     fn stop(self) -> usize {
         self.stop.store(true, Ordering::Relaxed);
-        self.handles.into_iter().filter_map(|h| h.join().ok()).filter(|&i| i).count()
+        self.handles
+            .into_iter()
+            .filter_map(|h| h.join().ok())
+            .filter(|&i| i)
+            .count()
     }
 }
 
@@ -255,7 +267,11 @@ fn main() {
 fn run() -> Res<()> {
     let args = parse_args()?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("peers: {cpus} CPUs, modes {}, dir {}", args.modes.join(","), args.dir.display());
+    println!(
+        "peers: {cpus} CPUs, modes {}, dir {}",
+        args.modes.join(","),
+        args.dir.display()
+    );
     println!("config: {:?}", args.cfg);
     std::fs::create_dir_all(&args.dir)?;
     let mut rows: Vec<Row> = Vec::new();

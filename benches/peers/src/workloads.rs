@@ -242,7 +242,10 @@ pub fn disk_probe(base: &Path, cfg: &Config) -> Res<Vec<Row>> {
     std::fs::create_dir_all(base)?;
     let path = base.join("disk-probe");
     let mut rows = Vec::new();
-    for (name, append) in [("disk append+fdatasync", true), ("disk overwrite+fdatasync", false)] {
+    for (name, append) in [
+        ("disk append+fdatasync", true),
+        ("disk overwrite+fdatasync", false),
+    ] {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(true)
@@ -267,7 +270,8 @@ pub fn disk_probe(base: &Path, cfg: &Config) -> Res<Vec<Row>> {
             }
         })?;
         let mut lat = phase.latencies_ns.clone();
-        let mut row = Row::new("(disk)", name.to_string(), phase.rate(), "syncs/s").latencies(&mut lat);
+        let mut row =
+            Row::new("(disk)", name.to_string(), phase.rate(), "syncs/s").latencies(&mut lat);
         row.notes = reps_note(&rates);
         rows.push(row);
     }
@@ -318,8 +322,13 @@ pub fn commit(engine_name: &str, base: &Path, cfg: &Config) -> Res<Vec<Row>> {
     for (i, &threads) in cfg.commit_threads.iter().enumerate() {
         let base = 1 + (i * cfg.reps.max(1)) as u32;
         let (mut p, rates) = median_of(cfg.reps, threads, cfg.secs, true, |r| op(base + r))?;
-        let mut row = Row::new(engine_name, format!("commit x{threads}"), p.rate(), "commits/s")
-            .latencies(&mut p.latencies_ns);
+        let mut row = Row::new(
+            engine_name,
+            format!("commit x{threads}"),
+            p.rate(),
+            "commits/s",
+        )
+        .latencies(&mut p.latencies_ns);
         row.notes = reps_note(&rates);
         rows.push(row);
     }
@@ -427,7 +436,10 @@ pub fn transfer(engine_name: &str, base: &Path, cfg: &Config) -> Res<Vec<Row>> {
             }
         };
         timed(threads, cfg.warmup_secs, false, op(0))?;
-        let (c0, a0) = (committed.load(Ordering::Relaxed), aborts.load(Ordering::Relaxed));
+        let (c0, a0) = (
+            committed.load(Ordering::Relaxed),
+            aborts.load(Ordering::Relaxed),
+        );
         let (mut p, rates) = median_of(cfg.reps, threads, cfg.secs, true, |r| op(1 + r))?;
         let c = committed.load(Ordering::Relaxed) - c0;
         let a = aborts.load(Ordering::Relaxed) - a0;
@@ -451,8 +463,13 @@ pub fn transfer(engine_name: &str, base: &Path, cfg: &Config) -> Res<Vec<Row>> {
         let total_committed = committed.load(Ordering::Relaxed);
         let expected = INITIAL_BALANCE * cfg.accounts as i64;
         let pass = sum == expected && n_accounts == cfg.accounts && ledger_rows == total_committed;
-        let mut row = Row::new(engine_name, format!("transfer x{threads}"), p.rate(), "commits/s")
-            .latencies(&mut p.latencies_ns);
+        let mut row = Row::new(
+            engine_name,
+            format!("transfer x{threads}"),
+            p.rate(),
+            "commits/s",
+        )
+        .latencies(&mut p.latencies_ns);
         row.notes = format!(
             "{}; aborts {:.1}% {} disk {}",
             reps_note(&rates),
@@ -495,7 +512,11 @@ pub fn bulk_and_read(
         rng.fill_bytes(k);
         rng.fill_bytes(v);
     }
-    let pairs: Vec<(&[u8], &[u8])> = keys.iter().zip(&values).map(|(k, v)| (&k[..], &v[..])).collect();
+    let pairs: Vec<(&[u8], &[u8])> = keys
+        .iter()
+        .zip(&values)
+        .map(|(k, v)| (&k[..], &v[..]))
+        .collect();
     let mut rows = Vec::new();
     // Each repetition loads a fresh store; the last one stays for the reads.
     let reps = if report_bulk { cfg.reps.max(1) } else { 1 };
@@ -511,7 +532,12 @@ pub fn bulk_and_read(
     if report_bulk {
         let mut sorted = rates.clone();
         sorted.sort_by(f64::total_cmp);
-        let mut row = Row::new(engine_name, "bulk".into(), sorted[sorted.len() / 2], "keys/s");
+        let mut row = Row::new(
+            engine_name,
+            "bulk".into(),
+            sorted[sorted.len() / 2],
+            "keys/s",
+        );
         row.notes = format!(
             "{}; {} keys, disk {}",
             reps_note(&rates),
@@ -565,7 +591,12 @@ pub fn bulk_and_read(
                     Ok(true)
                 }
             })?;
-            let mut row = Row::new(engine_name, format!("scan{SCAN_ROWS} x1"), p.rate(), "scans/s");
+            let mut row = Row::new(
+                engine_name,
+                format!("scan{SCAN_ROWS} x1"),
+                p.rate(),
+                "scans/s",
+            );
             row.notes = format!(
                 "{}; {} near the end",
                 reps_note(&rates),

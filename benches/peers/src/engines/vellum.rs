@@ -1,5 +1,7 @@
 //! vellum, `Durability::Immediate` (commit returns after `fdatasync`; group commit), snapshot
-//! isolation, optimistic transactions (first committer wins).
+//! isolation. Two engines: `vellum` runs transfers as optimistic transactions (first committer
+//! wins, the loser aborts); `vellum-lock` runs them as pessimistic ones (`get_for_update` takes
+//! key locks in key order, so they wait instead of aborting and cannot deadlock).
 
 use crate::engine::{decode_balance, Engine, Outcome, Res, Transfer};
 use std::path::Path;
@@ -7,10 +9,11 @@ use vellum::{Db, Durability, Error, Options};
 
 pub struct VellumEngine {
     db: Db,
+    pessimistic: bool,
 }
 
 impl VellumEngine {
-    pub fn open(dir: &Path, tables: &[&str]) -> Res<Self> {
+    pub fn open(dir: &Path, tables: &[&str], pessimistic: bool) -> Res<Self> {
         let db = Db::open_with(
             dir.join("db"),
             Options::default().durability(Durability::Immediate),
@@ -21,7 +24,7 @@ impl VellumEngine {
                 db.create_table(t)?;
             }
         }
-        Ok(VellumEngine { db })
+        Ok(VellumEngine { db, pessimistic })
     }
 }
 
@@ -36,15 +39,41 @@ impl Engine for VellumEngine {
     }
 
     fn transfer(&self, t: &Transfer<'_>) -> Res<Outcome> {
-        let mut tx = self.db.begin()?;
-        let from = decode_balance(&tx.get("accounts", t.from)?.ok_or("missing account")?)?;
-        let to = decode_balance(&tx.get("accounts", t.to)?.ok_or("missing account")?)?;
+        let balance = |v: Option<Vec<u8>>| decode_balance(&v.ok_or("missing account")?);
+        let (mut tx, from, to) = if self.pessimistic {
+            let mut tx = self.db.tx().pessimistic().begin()?;
+            // Locks in key order: two transfers never wait for each other in a cycle.
+            let in_order = t.from <= t.to;
+            let (first, second) = if in_order {
+                (t.from, t.to)
+            } else {
+                (t.to, t.from)
+            };
+            let mut lock = |k: &[u8]| match tx.get_for_update("accounts", k) {
+                Ok(v) => Ok(Some(v)),
+                Err(Error::Deadlock(_) | Error::LockTimeout { .. }) => Ok(None),
+                Err(e) => Err(e),
+            };
+            let (Some(a), Some(b)) = (lock(first)?, lock(second)?) else {
+                return Ok(Outcome::Conflict);
+            };
+            let (a, b) = (balance(a)?, balance(b)?);
+            let (from, to) = if in_order { (a, b) } else { (b, a) };
+            (tx, from, to)
+        } else {
+            let tx = self.db.begin()?;
+            let from = balance(tx.get("accounts", t.from)?)?;
+            let to = balance(tx.get("accounts", t.to)?)?;
+            (tx, from, to)
+        };
         tx.put("accounts", t.from, (from - t.amount).to_le_bytes())?;
         tx.put("accounts", t.to, (to + t.amount).to_le_bytes())?;
         tx.put("ledger", t.ledger_key, t.ledger_value)?;
         match tx.commit() {
             Ok(_) => Ok(Outcome::Committed),
-            Err(Error::Conflict(_)) => Ok(Outcome::Conflict),
+            Err(Error::Conflict(_) | Error::Deadlock(_) | Error::LockTimeout { .. }) => {
+                Ok(Outcome::Conflict)
+            }
             Err(e) => Err(e.into()),
         }
     }
