@@ -170,8 +170,8 @@ fn memtable(c: &mut Criterion) {
     };
     let value = [3u8; VALUE_BYTES];
     let mut v = 0u64;
-    for i in 0..KEYS {
-        v += 1;
+    // One committed cell of table 1 at version `v`.
+    let put = |v: u64, i: u64| {
         let k = key(i);
         let change = [Change {
             table: TableId(1),
@@ -179,6 +179,10 @@ fn memtable(c: &mut Criterion) {
             value: Some(&value),
         }];
         store.apply(Version(v), &change, &[]);
+    };
+    for i in 0..KEYS {
+        v += 1;
+        put(v, i);
     }
     let mut x = 0x2545_F491_4F6C_DD1Du64;
     c.bench_function("memtable/get_100k_keys", |b| {
@@ -195,13 +199,7 @@ fn memtable(c: &mut Criterion) {
         b.iter(|| {
             v += 1;
             i += 1;
-            let k = key(i);
-            let change = [Change {
-                table: TableId(1),
-                key: &k,
-                value: Some(&value),
-            }];
-            store.apply(Version(v), &change, &[]);
+            put(v, i);
         })
     });
 }
