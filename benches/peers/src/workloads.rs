@@ -281,18 +281,24 @@ pub fn disk_probe(base: &Path, cfg: &Config) -> Res<Vec<Row>> {
 
 // ---------------------------------------------------------------- put
 
+/// One durable transaction putting a random 100-byte value under a key unique to
+/// (phase, thread, seq) into table `t`: the operation of `put` and `commit`.
+fn single_put(
+    e: &dyn engine::Engine,
+    phase: u32,
+) -> impl Fn(usize, u64, &mut SmallRng) -> Res<bool> + Send + Sync + '_ {
+    move |t, seq, rng| {
+        let v = random_value(rng);
+        e.put("t", &[(&seq_key(phase, t, seq), &v)])?;
+        Ok(true)
+    }
+}
+
 /// Single-put durable transactions, one thread.
 pub fn put(engine_name: &str, base: &Path, cfg: &Config) -> Res<Vec<Row>> {
     let dir = fresh_dir(base, engine_name, "put")?;
     let e = engine::open(engine_name, &dir, &["t"])?;
-    let op = |phase: u32| {
-        let e = &e;
-        move |t: usize, seq: u64, rng: &mut SmallRng| -> Res<bool> {
-            let v = random_value(rng);
-            e.put("t", &[(&seq_key(phase, t, seq), &v)])?;
-            Ok(true)
-        }
-    };
+    let op = |phase: u32| single_put(e.as_ref(), phase);
     timed(1, cfg.warmup_secs, false, op(0))?;
     let (mut p, rates) = median_of(cfg.reps, 1, cfg.secs, true, |i| op(1 + i))?;
     let mut row = Row::new(engine_name, "put".into(), p.rate(), "commits/s");
@@ -309,14 +315,7 @@ pub fn put(engine_name: &str, base: &Path, cfg: &Config) -> Res<Vec<Row>> {
 pub fn commit(engine_name: &str, base: &Path, cfg: &Config) -> Res<Vec<Row>> {
     let dir = fresh_dir(base, engine_name, "commit")?;
     let e = engine::open(engine_name, &dir, &["t"])?;
-    let op = |phase: u32| {
-        let e = &e;
-        move |t: usize, seq: u64, rng: &mut SmallRng| -> Res<bool> {
-            let v = random_value(rng);
-            e.put("t", &[(&seq_key(phase, t, seq), &v)])?;
-            Ok(true)
-        }
-    };
+    let op = |phase: u32| single_put(e.as_ref(), phase);
     timed(1, cfg.warmup_secs, false, op(0))?;
     let mut rows = Vec::new();
     for (i, &threads) in cfg.commit_threads.iter().enumerate() {
