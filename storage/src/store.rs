@@ -86,6 +86,13 @@ pub(crate) struct Mems {
     pub frozen: Vec<Arc<Memtable>>,
 }
 
+impl Mems {
+    /// Every memtable in read order: the active one, then the frozen ones newest first.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Memtable>> {
+        std::iter::once(&self.active).chain(self.frozen.iter())
+    }
+}
+
 /// State shared by the store, its flushes and its compaction thread.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -201,12 +208,7 @@ impl Shared {
         fill_cache: bool,
         skip_run: impl Fn(&Run) -> bool,
     ) -> Vec<Source> {
-        let mems = {
-            let m = self.mems.read();
-            let mut v = vec![m.active.clone()];
-            v.extend(m.frozen.iter().cloned());
-            v
-        };
+        let mems: Vec<Arc<Memtable>> = self.mems.read().all().cloned().collect();
         let runs = self.runs.read().clone();
         let mut sources: Vec<Source> = mems
             .into_iter()
@@ -429,13 +431,10 @@ impl Store {
     /// key: the committed changes of that span, transaction by transaction. The caller must
     /// know the span is retained (no garbage collection at or above `after`).
     pub fn changes_between(&self, after: Version, upto: Version) -> Result<Vec<CellChange>> {
-        let (active, frozen) = {
-            let m = self.shared.mems.read();
-            (m.active.clone(), m.frozen.clone())
-        };
+        let mems: Vec<Arc<Memtable>> = self.shared.mems.read().all().cloned().collect();
         let runs = self.shared.runs.read().clone();
         let mut out: Vec<CellChange> = Vec::new();
-        for mem in std::iter::once(&active).chain(frozen.iter()) {
+        for mem in &mems {
             out.extend(
                 mem.cells_between(after, upto)
                     .filter(|(t, ..)| t.0 != VERSIONS_TABLE)
@@ -466,9 +465,11 @@ impl Store {
 
     /// The largest table id that has ever held a cell or a version.
     pub fn max_table_id(&self) -> TableId {
-        let m = self.shared.mems.read();
-        let mem = std::iter::once(&m.active)
-            .chain(m.frozen.iter())
+        let mem = self
+            .shared
+            .mems
+            .read()
+            .all()
             .map(|t| t.max_table())
             .max()
             .unwrap_or_default();
@@ -582,13 +583,13 @@ impl Store {
     pub fn stats(&self) -> StoreStats {
         let c = &self.shared.counters;
         let runs = self.shared.runs.read().clone();
-        let memtable_bytes = {
-            let m = self.shared.mems.read();
-            std::iter::once(&m.active)
-                .chain(m.frozen.iter())
-                .map(|t| t.approximate_bytes())
-                .sum()
-        };
+        let memtable_bytes = self
+            .shared
+            .mems
+            .read()
+            .all()
+            .map(|t| t.approximate_bytes())
+            .sum();
         StoreStats {
             flushes: c.flushes.load(Ordering::Relaxed),
             compactions: c.compactions.load(Ordering::Relaxed),
