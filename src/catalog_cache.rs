@@ -8,23 +8,26 @@
 //! and either finds entries filled after it or misses (and reads storage). Reads at older
 //! versions always read storage.
 
-use parking_lot::RwLock;
+use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use vellum_storage::{TableId, Version};
 
 /// See the module documentation.
 #[derive(Debug, Default)]
 pub(crate) struct CatalogCache {
     changed_at: AtomicU64,
-    entries: RwLock<(u64, HashMap<String, TableId>)>,
+    /// `(changed_at the entries were filled for, entries)`; read without a lock, replaced
+    /// whole on every fill (fills are rare: once per table name and catalog change).
+    entries: ArcSwap<(u64, HashMap<String, TableId>)>,
 }
 
 impl CatalogCache {
     pub fn new(changed_at: Version) -> Self {
         CatalogCache {
             changed_at: AtomicU64::new(changed_at.0),
-            entries: RwLock::new((changed_at.0, HashMap::new())),
+            entries: ArcSwap::from_pointee((changed_at.0, HashMap::new())),
         }
     }
 
@@ -39,7 +42,7 @@ impl CatalogCache {
         if at.0 < changed_at {
             return None;
         }
-        let g = self.entries.read();
+        let g = self.entries.load();
         (g.0 == changed_at)
             .then(|| g.1.get(name).copied())
             .flatten()
@@ -51,11 +54,15 @@ impl CatalogCache {
         if at.0 < changed_at {
             return;
         }
-        let mut g = self.entries.write();
-        if g.0 != changed_at {
-            *g = (changed_at, HashMap::new());
-        }
-        g.1.insert(name.to_string(), id);
+        self.entries.rcu(|cur| {
+            let mut next = if cur.0 == changed_at {
+                (changed_at, cur.1.clone())
+            } else {
+                (changed_at, HashMap::new())
+            };
+            next.1.insert(name.to_string(), id);
+            Arc::new(next)
+        });
     }
 }
 

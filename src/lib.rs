@@ -67,7 +67,7 @@ pub use options::{
 };
 pub use prepared::{PreparedInfo, GLOBAL_ID_MAX};
 pub use snapshot::Snapshot;
-pub use tx::{Isolation, RetryPolicy, Scan, Transaction, TxBuilder, Versioned};
+pub use tx::{Cursor, Isolation, RetryPolicy, Scan, Transaction, TxBuilder, Versioned};
 pub use vellum_storage::{StoreStats, VerifyReport, Version};
 pub use vellum_wal::WalStats;
 

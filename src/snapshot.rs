@@ -6,7 +6,7 @@
 use crate::db::Db;
 use crate::error::Result;
 use crate::export::{ExportOptions, ExportReport};
-use crate::tx::{Scan, Transaction, Versioned};
+use crate::tx::{Cursor, Scan, Transaction, Versioned};
 use std::ops::Bound;
 use std::path::Path;
 use vellum_storage::Version;
@@ -50,6 +50,16 @@ impl Snapshot {
     /// Every row of `table`, in key order.
     pub fn scan_all(&self, table: &str) -> Result<Scan<'_>> {
         self.tx.scan_all(table)
+    }
+
+    /// A cursor over the rows of `table` within `range`, in key order; each row borrows the
+    /// cursor (see [`Transaction::cursor`](crate::Transaction::cursor)).
+    pub fn cursor<K: AsRef<[u8]>>(
+        &self,
+        table: &str,
+        range: impl std::ops::RangeBounds<K>,
+    ) -> Result<Cursor<'_>> {
+        self.tx.cursor(table, range)
     }
 
     /// Rows of `table` whose key starts with `prefix`, in key order.

@@ -8,6 +8,7 @@
 //! exercises exactly the read path production uses. A block enters the cache only after its
 //! checksum matched, so a cached block is never re-verified.
 
+use crate::segment::Block;
 use quick_cache::sync::Cache;
 use quick_cache::Weighter;
 use std::sync::Arc;
@@ -18,16 +19,16 @@ type BlockKey = (u64, u64);
 #[derive(Debug, Clone, Copy)]
 struct BlockWeight;
 
-impl Weighter<BlockKey, Arc<[u8]>> for BlockWeight {
-    fn weight(&self, _key: &BlockKey, block: &Arc<[u8]>) -> u64 {
-        block.len() as u64 + 48
+impl Weighter<BlockKey, Arc<Block>> for BlockWeight {
+    fn weight(&self, _key: &BlockKey, block: &Arc<Block>) -> u64 {
+        block.memory() as u64 + 64
     }
 }
 
 /// See the module documentation.
 #[derive(Debug)]
 pub(crate) struct BlockCache {
-    blocks: Cache<BlockKey, Arc<[u8]>, BlockWeight>,
+    blocks: Cache<BlockKey, Arc<Block>, BlockWeight>,
 }
 
 impl BlockCache {
@@ -40,11 +41,11 @@ impl BlockCache {
         }
     }
 
-    pub fn get(&self, segment: u64, offset: u64) -> Option<Arc<[u8]>> {
+    pub fn get(&self, segment: u64, offset: u64) -> Option<Arc<Block>> {
         self.blocks.get(&(segment, offset))
     }
 
-    pub fn insert(&self, segment: u64, offset: u64, block: Arc<[u8]>) {
+    pub fn insert(&self, segment: u64, offset: u64, block: Arc<Block>) {
         self.blocks.insert((segment, offset), block);
     }
 

@@ -93,7 +93,7 @@ pub(crate) fn compact_pending(sh: &Shared) -> Result<()> {
             return Ok(());
         }
         let _one = sh.compacting.lock();
-        let runs = sh.runs.read().clone();
+        let runs = sh.runs.load_full();
         let sizes: Vec<u64> = runs.runs.iter().map(|r| r.size()).collect();
         let Some(window) = pick(&sizes, sh.opts.compaction_trigger, sh.opts.max_runs) else {
             return Ok(());
@@ -105,7 +105,7 @@ pub(crate) fn compact_pending(sh: &Shared) -> Result<()> {
 /// Merges every run into one.
 pub(crate) fn compact_all(sh: &Shared) -> Result<()> {
     let _one = sh.compacting.lock();
-    let runs = sh.runs.read().clone();
+    let runs = sh.runs.load_full();
     if runs.runs.is_empty() {
         return Ok(());
     }
@@ -131,7 +131,7 @@ fn compact(sh: &Shared, runs: &RunSet, window: Range<usize>) -> Result<()> {
     let input_ids: Vec<u64> = inputs.iter().flat_map(|r| r.ids()).collect();
     {
         let mut current = sh.manifest.lock();
-        let now = sh.runs.read().clone();
+        let now = sh.runs.load_full();
         // Flushes only add runs in front, so the inputs are still adjacent, `window.len()` runs
         // ending `runs.len() - window.start` runs from the back.
         let start = now.runs.len() - (runs.runs.len() - window.start);

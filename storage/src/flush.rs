@@ -18,7 +18,7 @@ use crate::memtable::Memtable;
 use crate::merge::{Merge, Source};
 use crate::runs::{Run, RunSet};
 use crate::segment::{Segment, SegmentWriter};
-use crate::store::{CheckpointInfo, Shared};
+use crate::store::{CheckpointInfo, Mems, Shared};
 use std::ops::Bound;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -26,12 +26,15 @@ use std::sync::Arc;
 pub(crate) fn flush(sh: &Shared, version: Version, meta: &[u8]) -> Result<CheckpointInfo> {
     let _one = sh.flushing.lock();
     let (frozen, active) = {
-        let mut m = sh.mems.write();
+        let _rotate = sh.rotate.write();
+        let mut m = Mems::clone(&sh.mems.load());
         let old = std::mem::replace(&mut m.active, Arc::new(Memtable::default()));
         if !old.is_empty() || m.frozen.is_empty() {
             m.frozen.insert(0, old);
         }
-        (m.frozen.clone(), m.active.clone())
+        let pair = (m.frozen.clone(), m.active.clone());
+        sh.mems.store(Arc::new(m));
+        pair
     };
     for mem in &frozen {
         for (k, v) in mem.iter() {
@@ -46,7 +49,7 @@ pub(crate) fn flush(sh: &Shared, version: Version, meta: &[u8]) -> Result<Checkp
         let mut data = current.clone();
         data.covered = version.0.max(current.covered);
         data.meta = meta.to_vec();
-        let old_runs = sh.runs.read().clone();
+        let old_runs = sh.runs.load_full();
         let mut runs = RunSet::default();
         if let Some(seg) = &written {
             data.runs.insert(0, vec![seg.id]);
@@ -57,7 +60,11 @@ pub(crate) fn flush(sh: &Shared, version: Version, meta: &[u8]) -> Result<Checkp
         runs.runs.extend(old_runs.runs.iter().cloned());
         sh.install(&mut current, data, runs)?;
     }
-    sh.mems.write().frozen.clear();
+    // Readers that still hold the list with the frozen memtable keep reading it; it holds
+    // nothing the new run lacks.
+    let mut m = Mems::clone(&sh.mems.load());
+    m.frozen.clear();
+    sh.mems.store(Arc::new(m));
     if let Some(seg) = &written {
         sh.counters.flushes.fetch_add(1, Ordering::Relaxed);
         sh.counters

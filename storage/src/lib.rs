@@ -43,7 +43,7 @@ pub use error::{Error, Result};
 pub use ids::{TableId, Version};
 pub use manifest::{MANIFEST_FORMAT_VERSION, MANIFEST_MAGIC};
 pub use memtable::GcStats;
-pub use merge::Scan;
+pub use merge::{RowCursor, Scan};
 pub use options::{StoreOptions, StoreStats, VerifyReport};
 pub use segment::{SEGMENT_FORMAT_VERSION, SEGMENT_MAGIC};
 pub use store::{CellChange, Change, CheckpointInfo, Found, Store};

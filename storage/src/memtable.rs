@@ -124,6 +124,10 @@ impl Memtable {
 
     /// [`Memtable::get`] for any internal table id (including the versions table).
     pub fn get_raw(&self, table: u32, key: &[u8], at: Version) -> Option<(Version, CellValue)> {
+        // The seek key below is an allocation; a flushed (empty) memtable needs none.
+        if self.cells.is_empty() {
+            return None;
+        }
         let seek = InternalKey {
             table,
             key: key.into(),

@@ -1,16 +1,20 @@
-//! Merged, ordered reading across memtables and runs, and the MVCC scan on top of it.
+//! Merged, ordered reading across memtables and runs, and the MVCC row cursor on top of it.
 //!
-//! Every source yields cells in internal-key order within the same bounds; [`Merge`] interleaves
-//! them, and drops exact duplicates (a cell copied from a frozen memtable into the active one
-//! during a flush is briefly in both). [`Scan`] keeps, per user key, the newest cell at or below
-//! its read version and hides tombstones.
+//! Every [`Source`] is a cursor over cells in internal-key order within the same bounds; its
+//! current cell borrows the source (a cached segment block, or a chunk copied out of a
+//! memtable), so reading allocates nothing per cell. [`Merge`] keeps the source with the
+//! smallest current cell and skips exact duplicates (a cell copied from a frozen memtable into
+//! the active one during a flush is briefly in both). [`RowCursor`] keeps, per user key, the
+//! newest cell at or below its read version and hides tombstones; [`Scan`] is the same as an
+//! iterator of owned rows.
 
 use crate::error::Result;
 use crate::ids::Version;
 use crate::key::InternalKey;
 use crate::memtable::{CellValue, Memtable};
 use crate::runs::Run;
-use crate::segment::{Segment, SegmentIter};
+use crate::segment::{key_prefix, RawEntry, Segment, SegmentIter};
+use std::cmp::Ordering;
 use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::ops::Bound;
@@ -18,12 +22,22 @@ use std::sync::Arc;
 
 type Cell = (InternalKey, CellValue);
 
-/// True if `k` is within the upper bound `hi`.
-fn below(hi: &Bound<InternalKey>, k: &InternalKey) -> bool {
+/// True if `e` is within the upper bound `hi`.
+fn below(hi: &Bound<InternalKey>, e: &RawEntry<'_>) -> bool {
     match hi {
-        Bound::Included(h) => k <= h,
-        Bound::Excluded(h) => k < h,
+        Bound::Included(h) => e.cmp_key(h) != Ordering::Greater,
+        Bound::Excluded(h) => e.cmp_key(h) == Ordering::Less,
         Bound::Unbounded => true,
+    }
+}
+
+/// A borrowed view of an owned cell.
+fn view(cell: &Cell) -> RawEntry<'_> {
+    RawEntry {
+        table: cell.0.table,
+        version: cell.0.version.0,
+        key: &cell.0.key,
+        value: cell.1.as_deref(),
     }
 }
 
@@ -87,7 +101,37 @@ impl Source {
         }
     }
 
-    fn next_cell(&mut self) -> Result<Option<Cell>> {
+    /// The current cell; `None` once the source is exhausted (or before [`Source::prime`]).
+    fn current(&self) -> Option<RawEntry<'_>> {
+        match self {
+            Source::Mem { buf, .. } => buf.front().map(view),
+            Source::Run { iter, .. } => iter.as_ref()?.current(),
+        }
+    }
+
+    /// Positions the source at its first cell.
+    fn prime(&mut self) -> Result<()> {
+        self.settle()
+    }
+
+    /// Moves to the next cell.
+    fn advance(&mut self) -> Result<()> {
+        match self {
+            Source::Mem { buf, .. } => {
+                buf.pop_front();
+            }
+            Source::Run { iter, .. } => {
+                if let Some(it) = iter {
+                    it.advance()?;
+                }
+            }
+        }
+        self.settle()
+    }
+
+    /// Makes the current cell valid: refills an empty memtable chunk; moves a run to its next
+    /// segment when one is exhausted, and stops it at the upper bound.
+    fn settle(&mut self) -> Result<()> {
         match self {
             Source::Mem {
                 mem,
@@ -106,7 +150,7 @@ impl Source {
                     }
                     buf.extend(got);
                 }
-                Ok(buf.pop_front())
+                Ok(())
             }
             Source::Run {
                 segments,
@@ -117,19 +161,21 @@ impl Source {
             } => loop {
                 if iter.is_none() {
                     let Some(seg) = segments.pop_front() else {
-                        return Ok(None);
+                        return Ok(());
                     };
                     *iter = Some(SegmentIter::new(seg, start.as_ref(), *fill_cache)?);
                 }
-                let Some(it) = iter.as_mut() else {
-                    return Ok(None);
-                };
-                match it.next_cell()? {
-                    Some(cell) if below(hi, &cell.0) => return Ok(Some(cell)),
-                    Some(_) => {
+                let within = iter
+                    .as_ref()
+                    .and_then(|it| it.current())
+                    .map(|e| below(hi, &e));
+                match within {
+                    Some(true) => return Ok(()),
+                    Some(false) => {
+                        // Past the upper bound: so is every later segment of the run.
                         segments.clear();
                         *iter = None;
-                        return Ok(None);
+                        return Ok(());
                     }
                     None => *iter = None,
                 }
@@ -141,78 +187,224 @@ impl Source {
 /// Interleaves sources into one ordered stream without duplicates.
 pub(crate) struct Merge {
     sources: Vec<Source>,
-    heads: Vec<Option<Cell>>,
+    /// The source holding the smallest current cell.
+    best: Option<usize>,
     started: bool,
 }
 
 impl Merge {
     pub fn new(sources: Vec<Source>) -> Merge {
-        let heads = sources.iter().map(|_| None).collect();
         Merge {
             sources,
-            heads,
+            best: None,
             started: false,
         }
     }
 
-    /// The next cell in internal-key order.
-    pub fn next_cell(&mut self) -> Result<Option<Cell>> {
+    /// Positions every source at its first cell (once; later calls do nothing).
+    pub fn start(&mut self) -> Result<()> {
         if !self.started {
-            for (head, src) in self.heads.iter_mut().zip(self.sources.iter_mut()) {
-                *head = src.next_cell()?;
-            }
             self.started = true;
+            for s in &mut self.sources {
+                s.prime()?;
+            }
+            // Sources with nothing in range never matter again (often every source but one).
+            self.sources.retain(|s| s.current().is_some());
+            self.pick()?;
         }
-        let mut best: Option<usize> = None;
-        for (i, head) in self.heads.iter().enumerate() {
-            if let Some((k, _)) = head {
-                if best.is_none_or(|b| self.heads[b].as_ref().is_some_and(|(bk, _)| k < bk)) {
-                    best = Some(i);
+        Ok(())
+    }
+
+    /// Finds the source with the smallest current cell, first moving every other source past
+    /// an exact copy of it.
+    fn pick(&mut self) -> Result<()> {
+        if let [only] = self.sources.as_slice() {
+            self.best = only.current().is_some().then_some(0);
+            return Ok(());
+        }
+        loop {
+            let mut best: Option<(usize, RawEntry<'_>)> = None;
+            for (i, s) in self.sources.iter().enumerate() {
+                if let Some(c) = s.current() {
+                    if best.is_none_or(|(_, b)| c.cmp_entry(&b) == Ordering::Less) {
+                        best = Some((i, c));
+                    }
+                }
+            }
+            let Some((b, cell)) = best else {
+                self.best = None;
+                return Ok(());
+            };
+            let dup = self.sources.iter().enumerate().find_map(|(i, s)| {
+                (i != b
+                    && s.current()
+                        .is_some_and(|c| c.cmp_entry(&cell) == Ordering::Equal))
+                .then_some(i)
+            });
+            match dup {
+                Some(i) => self.sources[i].advance()?,
+                None => {
+                    self.best = Some(b);
+                    return Ok(());
                 }
             }
         }
-        let Some(b) = best else { return Ok(None) };
-        let out = self.heads[b].take();
-        self.heads[b] = self.sources[b].next_cell()?;
-        if let Some((k, _)) = &out {
-            // Drop copies of the same cell in other sources.
-            for i in 0..self.heads.len() {
-                while self.heads[i].as_ref().is_some_and(|(hk, _)| hk == k) {
-                    self.heads[i] = self.sources[i].next_cell()?;
-                }
-            }
+    }
+
+    /// The smallest cell not yet passed (after [`Merge::start`]).
+    pub fn current(&self) -> Option<RawEntry<'_>> {
+        debug_assert!(self.started, "Merge::current before Merge::start");
+        self.sources.get(self.best?)?.current()
+    }
+
+    /// Moves past the current cell.
+    pub fn advance(&mut self) -> Result<()> {
+        if let Some(b) = self.best {
+            self.sources[b].advance()?;
+            self.pick()?;
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// The next cell in internal-key order, copied out.
+    pub fn next_cell(&mut self) -> Result<Option<Cell>> {
+        self.start()?;
+        let Some(cell) = self.current().map(RawEntry::to_owned) else {
+            return Ok(None);
+        };
+        self.advance()?;
+        Ok(Some(cell))
     }
 }
 
-/// Iterator over the live rows of one table at one version, in key order.
-pub struct Scan<'a> {
+/// A cursor over the live rows of a key range at one version, in internal-key order (table,
+/// then key); the current row borrows the cursor.
+pub struct RowCursor<'a> {
     merge: Merge,
     at: u64,
-    /// The user key whose visible cell was already decided.
-    current: Option<(u32, Box<[u8]>)>,
+    /// The user key whose visible cell was already decided, if any: `(table, key prefix,
+    /// key)`; the prefix settles most comparisons without comparing the bytes.
+    decided: Option<(u32, u64, Vec<u8>)>,
+    /// True while the merge's current cell is the row handed out last.
+    on_row: bool,
     failed: bool,
     _store: PhantomData<&'a ()>,
 }
 
-impl std::fmt::Debug for Scan<'_> {
+impl std::fmt::Debug for RowCursor<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Scan")
+        f.debug_struct("RowCursor")
             .field("at", &self.at)
             .finish_non_exhaustive()
     }
 }
 
-impl Scan<'_> {
+/// What a row cursor does with a cell.
+enum Step {
+    /// Newer than the read version, or an older version of a decided key.
+    Skip,
+    /// The visible cell of its key is a tombstone.
+    Deleted,
+    /// The visible cell of its key has a value.
+    Row,
+}
+
+impl RowCursor<'_> {
     pub(crate) fn new(merge: Merge, at: Version) -> Self {
-        Scan {
+        RowCursor {
             merge,
             at: at.0,
-            current: None,
+            decided: None,
+            on_row: false,
             failed: false,
             _store: PhantomData,
         }
+    }
+
+    /// Moves to the next live row; `false` at the end (and after an error).
+    pub fn advance(&mut self) -> Result<bool> {
+        if self.failed {
+            return Ok(false);
+        }
+        let moved = self.advance_inner();
+        if moved.is_err() {
+            self.failed = true;
+            self.on_row = false;
+        }
+        moved
+    }
+
+    fn advance_inner(&mut self) -> Result<bool> {
+        self.merge.start()?;
+        if self.on_row {
+            self.on_row = false;
+            self.decide_current();
+            self.merge.advance()?;
+        }
+        loop {
+            let step = match self.merge.current() {
+                None => return Ok(false),
+                Some(c) if c.version > self.at => Step::Skip,
+                Some(c)
+                    if self.decided.as_ref().is_some_and(|(t, p, k)| {
+                        *t == c.table && *p == key_prefix(c.key) && k.as_slice() == c.key
+                    }) =>
+                {
+                    Step::Skip
+                }
+                Some(c) if c.value.is_none() => Step::Deleted,
+                Some(_) => Step::Row,
+            };
+            match step {
+                Step::Skip => self.merge.advance()?,
+                Step::Deleted => {
+                    self.decide_current();
+                    self.merge.advance()?;
+                }
+                Step::Row => {
+                    self.on_row = true;
+                    return Ok(true);
+                }
+            }
+        }
+    }
+
+    /// Remembers the current cell's user key as decided (reusing the buffer).
+    fn decide_current(&mut self) {
+        let Some(c) = self.merge.current() else {
+            return;
+        };
+        match &mut self.decided {
+            Some((t, p, k)) => {
+                *t = c.table;
+                *p = key_prefix(c.key);
+                k.clear();
+                k.extend_from_slice(c.key);
+            }
+            None => self.decided = Some((c.table, key_prefix(c.key), c.key.to_vec())),
+        }
+    }
+
+    /// The current row `(table, key, version, value)`, after [`RowCursor::advance`] returned
+    /// `true`.
+    pub fn row(&self) -> Option<(u32, &[u8], Version, &[u8])> {
+        if !self.on_row {
+            return None;
+        }
+        let c = self.merge.current()?;
+        Some((c.table, c.key, Version(c.version), c.value?))
+    }
+}
+
+/// Iterator over the live rows of one table at one version, in key order, copied out.
+#[derive(Debug)]
+pub struct Scan<'a> {
+    rows: RowCursor<'a>,
+}
+
+impl<'a> Scan<'a> {
+    pub(crate) fn new(rows: RowCursor<'a>) -> Self {
+        Scan { rows }
     }
 }
 
@@ -221,38 +413,13 @@ impl Iterator for Scan<'_> {
     type Item = Result<(Vec<u8>, Version, Vec<u8>)>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.failed {
-            return None;
-        }
-        loop {
-            let (k, value) = match self.merge.next_cell() {
-                Ok(Some(cell)) => cell,
-                Ok(None) => return None,
-                Err(e) => {
-                    self.failed = true;
-                    return Some(Err(e));
-                }
-            };
-            if k.version.0 > self.at {
-                continue;
-            }
-            if self
-                .current
-                .as_ref()
-                .is_some_and(|(t, key)| k.same_user_key(*t, key))
-            {
-                continue;
-            }
-            let InternalKey {
-                table,
-                key,
-                version,
-            } = k;
-            let row = value.map(|v| (key.to_vec(), Version(version.0), v.into_vec()));
-            self.current = Some((table, key));
-            if let Some(row) = row {
-                return Some(Ok(row));
-            }
+        match self.rows.advance() {
+            Ok(true) => self
+                .rows
+                .row()
+                .map(|(_, k, version, v)| Ok((k.to_vec(), version, v.to_vec()))),
+            Ok(false) => None,
+            Err(e) => Some(Err(e)),
         }
     }
 }

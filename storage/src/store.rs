@@ -19,10 +19,11 @@ use crate::ids::{TableId, Version};
 use crate::key::{InternalKey, VERSIONS_TABLE};
 use crate::manifest::{self, ManifestData};
 use crate::memtable::{bounds, CellValue, GcStats, Memtable};
-use crate::merge::{Merge, Scan, Source};
+use crate::merge::{Merge, RowCursor, Scan, Source};
 use crate::options::{StoreOptions, StoreStats, VerifyReport};
 use crate::runs::{Run, RunSet};
 use crate::segment::{self, Segment};
+use arc_swap::ArcSwap;
 use parking_lot::{Condvar, Mutex, RwLock};
 use rayon::prelude::*;
 use std::ops::Bound;
@@ -80,7 +81,7 @@ pub struct CheckpointInfo {
 }
 
 /// The memtables: the active one and those frozen for a flush (newest first).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Mems {
     pub active: Arc<Memtable>,
     pub frozen: Vec<Arc<Memtable>>,
@@ -100,8 +101,14 @@ pub(crate) struct Shared {
     pub dir: PathBuf,
     pub opts: StoreOptions,
     pub cache: Arc<BlockCache>,
-    pub mems: RwLock<Mems>,
-    pub runs: RwLock<Arc<RunSet>>,
+    /// Read without locking (readers never write a shared cache line to get them); replaced
+    /// whole by flushes, which hold `flushing`.
+    pub mems: ArcSwap<Mems>,
+    /// Held shared by [`Store::apply`] and exclusively while a flush swaps the active
+    /// memtable, so no commit is half applied to a memtable being frozen.
+    pub rotate: RwLock<()>,
+    /// Replaced whole by [`Shared::install`], under the manifest lock.
+    pub runs: ArcSwap<RunSet>,
     /// The manifest as last written; its lock serialises manifest writers.
     pub manifest: Mutex<ManifestData>,
     /// One flush at a time.
@@ -160,7 +167,7 @@ impl Shared {
         vellum_fs::write_file_atomic(self.fs.as_ref(), &path, &data.encode())
             .map_err(io_err(&path))?;
         *current = data;
-        *self.runs.write() = Arc::new(runs);
+        self.runs.store(Arc::new(runs));
         let orphans = std::mem::take(&mut *self.orphans.lock());
         self.remove_segment_files(&orphans);
         Ok(())
@@ -208,11 +215,11 @@ impl Shared {
         fill_cache: bool,
         skip_run: impl Fn(&Run) -> bool,
     ) -> Vec<Source> {
-        let mems: Vec<Arc<Memtable>> = self.mems.read().all().cloned().collect();
-        let runs = self.runs.read().clone();
+        let mems = self.mems.load_full();
+        let runs = self.runs.load_full();
         let mut sources: Vec<Source> = mems
-            .into_iter()
-            .map(|m| Source::mem(m, lo.clone(), hi.clone()))
+            .all()
+            .map(|m| Source::mem(m.clone(), lo.clone(), hi.clone()))
             .collect();
         for run in runs.runs.iter().filter(|r| !skip_run(r)) {
             sources.push(Source::run(run, &lo, hi.clone(), fill_cache));
@@ -260,8 +267,9 @@ impl Store {
             dir: dir.to_path_buf(),
             cache: Arc::new(BlockCache::new(opts.block_cache_bytes)),
             opts,
-            mems: RwLock::new(Mems::default()),
-            runs: RwLock::new(Arc::new(RunSet::default())),
+            mems: ArcSwap::from_pointee(Mems::default()),
+            rotate: RwLock::new(()),
+            runs: ArcSwap::from_pointee(RunSet::default()),
             manifest: Mutex::new(manifest.clone().unwrap_or_default()),
             flushing: Mutex::new(()),
             compacting: Mutex::new(()),
@@ -282,7 +290,7 @@ impl Store {
                         segments: shared.open_segments(ids)?,
                     }));
                 }
-                *shared.runs.write() = Arc::new(runs);
+                shared.runs.store(Arc::new(runs));
                 let mut removed = false;
                 for name in &names {
                     let stale_segment =
@@ -335,7 +343,8 @@ impl Store {
     /// table whose version becomes `version` (the caller decides: vellum passes the tables
     /// written and the tables created).
     pub fn apply(&self, version: Version, changes: &[Change<'_>], touched: &[TableId]) {
-        let mems = self.shared.mems.read();
+        let _rotate = self.shared.rotate.read();
+        let mems = self.shared.mems.load();
         for c in changes {
             mems.active.insert(c.table, c.key, version, c.value);
         }
@@ -345,17 +354,12 @@ impl Store {
     }
 
     fn get_cell(&self, table: u32, key: &[u8], at: Version) -> Result<Option<(u64, CellValue)>> {
-        let (active, frozen) = {
-            let m = self.shared.mems.read();
-            (m.active.clone(), m.frozen.clone())
-        };
-        for mem in std::iter::once(&active).chain(frozen.iter()) {
+        for mem in self.shared.mems.load().all() {
             if let Some((v, value)) = mem.get_raw(table, key, at) {
                 return Ok(Some((v.0, value)));
             }
         }
-        let runs = self.shared.runs.read().clone();
-        runs.get(table, key, at.0)
+        self.shared.runs.load().get(table, key, at.0)
     }
 
     /// The newest cell of `key` with version `≤ at`, tombstones included.
@@ -391,11 +395,23 @@ impl Store {
         upper: Bound<&[u8]>,
         at: Version,
     ) -> Scan<'_> {
+        Scan::new(self.rows(table, lower, upper, at))
+    }
+
+    /// A cursor over the live rows of `table` within the bounds, as of version `at`, in key
+    /// order; each row borrows the cursor instead of being copied out.
+    pub fn rows(
+        &self,
+        table: TableId,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        at: Version,
+    ) -> RowCursor<'_> {
         let (lo, hi) = bounds(table, lower, upper);
         let sources = self
             .shared
             .sources(lo, hi, true, |run| run.min_version() > at.0);
-        Scan::new(Merge::new(sources), at)
+        RowCursor::new(Merge::new(sources), at)
     }
 
     /// The first key within the bounds (in key order) whose newest cell has a version above
@@ -413,16 +429,19 @@ impl Store {
             .shared
             .sources(lo, hi, true, |run| run.max_version() <= after.0);
         let mut merge = Merge::new(sources);
-        let mut current: Option<Box<[u8]>> = None;
-        while let Some((k, _)) = merge.next_cell()? {
-            if current.as_deref() == Some(&*k.key) {
-                continue;
+        merge.start()?;
+        // The key whose newest cell was already seen (at or below `after`).
+        let mut seen: Option<Vec<u8>> = None;
+        while let Some(c) = merge.current() {
+            if seen.as_deref() != Some(c.key) {
+                if c.version > after.0 {
+                    return Ok(Some((c.key.to_vec(), Version(c.version))));
+                }
+                let buf = seen.get_or_insert_with(Vec::new);
+                buf.clear();
+                buf.extend_from_slice(c.key);
             }
-            if k.version.0 > after.0 {
-                let version = k.version();
-                return Ok(Some((k.key.into_vec(), version)));
-            }
-            current = Some(k.key);
+            merge.advance()?;
         }
         Ok(None)
     }
@@ -431,10 +450,10 @@ impl Store {
     /// key: the committed changes of that span, transaction by transaction. The caller must
     /// know the span is retained (no garbage collection at or above `after`).
     pub fn changes_between(&self, after: Version, upto: Version) -> Result<Vec<CellChange>> {
-        let mems: Vec<Arc<Memtable>> = self.shared.mems.read().all().cloned().collect();
-        let runs = self.shared.runs.read().clone();
+        let mems = self.shared.mems.load_full();
+        let runs = self.shared.runs.load_full();
         let mut out: Vec<CellChange> = Vec::new();
-        for mem in &mems {
+        for mem in mems.all() {
             out.extend(
                 mem.cells_between(after, upto)
                     .filter(|(t, ..)| t.0 != VERSIONS_TABLE)
@@ -468,7 +487,7 @@ impl Store {
         let mem = self
             .shared
             .mems
-            .read()
+            .load()
             .all()
             .map(|t| t.max_table())
             .max()
@@ -476,7 +495,7 @@ impl Store {
         let disk = self
             .shared
             .runs
-            .read()
+            .load()
             .max_user_table()
             .map(TableId)
             .unwrap_or_default();
@@ -485,7 +504,7 @@ impl Store {
 
     /// Approximate bytes in the active memtable.
     pub fn approximate_bytes(&self) -> u64 {
-        self.shared.mems.read().active.approximate_bytes()
+        self.shared.mems.load().active.approximate_bytes()
     }
 
     /// True once the active memtable has reached its budget: the caller should flush
@@ -503,7 +522,7 @@ impl Store {
         let compacting = self.shared.opts.background_compaction;
         let over = || {
             self.approximate_bytes() >= 2 * self.shared.opts.memtable_bytes
-                || (compacting && self.shared.runs.read().runs.len() > self.shared.opts.max_runs)
+                || (compacting && self.shared.runs.load().runs.len() > self.shared.opts.max_runs)
         };
         if !over() {
             return Duration::ZERO;
@@ -547,11 +566,7 @@ impl Store {
             .sources(Bound::Unbounded, Bound::Unbounded, false, |run| {
                 run.min_version() > version.0
             });
-        let rows = VisibleRows {
-            merge: Merge::new(sources),
-            at: version.0,
-            current: None,
-        };
+        let rows = VisibleRows(RowCursor::new(Merge::new(sources), version));
         checkpoint::write(self.shared.fs.as_ref(), dir, version, meta, rows)
     }
 
@@ -565,7 +580,7 @@ impl Store {
     /// see. Also collapses old versions in the active memtable.
     pub fn gc(&self, horizon: Version) -> GcStats {
         self.shared.horizon.fetch_max(horizon.0, Ordering::AcqRel);
-        let active = self.shared.mems.read().active.clone();
+        let active = self.shared.mems.load().active.clone();
         active.gc(horizon)
     }
 
@@ -582,11 +597,11 @@ impl Store {
     /// Counters and sizes.
     pub fn stats(&self) -> StoreStats {
         let c = &self.shared.counters;
-        let runs = self.shared.runs.read().clone();
+        let runs = self.shared.runs.load_full();
         let memtable_bytes = self
             .shared
             .mems
-            .read()
+            .load()
             .all()
             .map(|t| t.approximate_bytes())
             .sum();
@@ -621,7 +636,7 @@ impl Store {
                 Err(source) => report.problems.push(Error::Io { path, source }),
             }
         }
-        let runs = self.shared.runs.read().clone();
+        let runs = self.shared.runs.load_full();
         let segments: Vec<&Arc<Segment>> = runs.all_segments().collect();
         let results: Vec<(u64, Result<(u64, u64)>)> = segments
             .par_iter()
@@ -662,35 +677,26 @@ impl Drop for Store {
     }
 }
 
-/// Newest non-tombstone cell of every key at a version, across all sources.
-struct VisibleRows {
-    merge: Merge,
-    at: u64,
-    current: Option<(u32, Box<[u8]>)>,
-}
+/// Newest non-tombstone cell of every key at a version, across all sources, copied out.
+struct VisibleRows<'a>(RowCursor<'a>);
 
-impl Iterator for VisibleRows {
+impl Iterator for VisibleRows<'_> {
     type Item = Result<(InternalKey, Box<[u8]>)>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            let (k, value) = match self.merge.next_cell() {
-                Ok(Some(c)) => c,
-                Ok(None) => return None,
-                Err(e) => return Some(Err(e)),
-            };
-            if k.version.0 > self.at
-                || self
-                    .current
-                    .as_ref()
-                    .is_some_and(|(t, key)| k.same_user_key(*t, key))
-            {
-                continue;
-            }
-            self.current = Some((k.table, k.key.clone()));
-            if let Some(v) = value {
-                return Some(Ok((k, v)));
-            }
+        match self.0.advance() {
+            Ok(true) => self.0.row().map(|(table, key, version, value)| {
+                Ok((
+                    InternalKey {
+                        table,
+                        key: key.into(),
+                        version: std::cmp::Reverse(version.0),
+                    },
+                    value.into(),
+                ))
+            }),
+            Ok(false) => None,
+            Err(e) => Some(Err(e)),
         }
     }
 }
@@ -706,7 +712,7 @@ fn load_checkpoint_file(shared: &Shared, names: &[String]) -> Result<Option<Chec
     };
     let path = shared.dir.join(name);
     let data = shared.fs.read(&path).map_err(io_err(&path))?;
-    let mem = shared.mems.read().active.clone();
+    let mem = shared.mems.load().active.clone();
     let loaded = checkpoint::read(&path, &data, |entry| match entry {
         Entry::Cell {
             table,

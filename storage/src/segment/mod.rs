@@ -31,9 +31,11 @@
 //! * Blocks are non-empty and their index entries are in file order; the last key of block `i`
 //!   is below the first key of block `i + 1`.
 
+mod block;
 mod reader;
 mod writer;
 
+pub(crate) use block::{key_prefix, Block};
 pub(crate) use reader::{Segment, SegmentIter};
 pub(crate) use writer::SegmentWriter;
 
@@ -205,6 +207,15 @@ impl RawEntry<'_> {
     /// Compares this entry's internal key with `k`.
     pub fn cmp_key(&self, k: &InternalKey) -> std::cmp::Ordering {
         (self.table, self.key, std::cmp::Reverse(self.version)).cmp(&(k.table, &*k.key, k.version))
+    }
+
+    /// Compares the internal keys of two entries.
+    pub fn cmp_entry(&self, o: &RawEntry<'_>) -> std::cmp::Ordering {
+        (self.table, self.key, std::cmp::Reverse(self.version)).cmp(&(
+            o.table,
+            o.key,
+            std::cmp::Reverse(o.version),
+        ))
     }
 }
 

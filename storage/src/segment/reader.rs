@@ -2,6 +2,7 @@
 //! iteration and full verification. Data blocks are read with positional reads, checked
 //! against their checksum, and kept in the shared block cache.
 
+use super::block::{cmp_internal, key_prefix, Block};
 use super::{
     decode_entry, Cursor, Footer, IndexEntry, RawEntry, CRC_SIZE, FOOTER_SIZE, HEADER_SIZE,
     SEGMENT_FORMAT_VERSION, SEGMENT_MAGIC,
@@ -25,6 +26,9 @@ pub(crate) struct Segment {
     /// First cell's user key `(table, key)`.
     pub first: UserKey,
     index: Vec<IndexEntry>,
+    /// `(table, key prefix)` of each index entry's last key, so index searches mostly compare
+    /// integers in one array instead of following each entry's key to the heap.
+    index_prefixes: Vec<(u32, u64)>,
     bloom: Bloom,
     cache: Arc<BlockCache>,
 }
@@ -133,6 +137,10 @@ impl Segment {
             .u32()
             .and_then(|probes| Bloom::from_parts(probes, bloom_bytes[4..].into()))
             .ok_or_else(|| corrupt(path, footer.bloom_offset, "bloom block does not decode"))?;
+        let index_prefixes = index
+            .iter()
+            .map(|e| (e.last.table, key_prefix(&e.last.key)))
+            .collect();
         Ok(Segment {
             id,
             path: path.to_path_buf(),
@@ -140,6 +148,7 @@ impl Segment {
             footer,
             first,
             index,
+            index_prefixes,
             bloom,
             cache,
         })
@@ -160,8 +169,9 @@ impl Segment {
         &self.index
     }
 
-    /// Reads data block `i`, from the cache or the file (then checked and, if `fill`, cached).
-    pub fn block(&self, i: usize, fill: bool) -> Result<Arc<[u8]>> {
+    /// Reads data block `i`, from the cache or the file (then checked, split into entries
+    /// and, if `fill`, cached).
+    pub fn block(&self, i: usize, fill: bool) -> Result<Arc<Block>> {
         let Some(e) = self.index.get(i) else {
             return Err(corrupt(
                 &self.path,
@@ -172,18 +182,18 @@ impl Segment {
         if let Some(b) = self.cache.get(self.id, e.offset) {
             return Ok(b);
         }
-        let data: Arc<[u8]> = read_checked(
+        let data = read_checked(
             self.file.as_ref(),
             &self.path,
             e.offset,
             e.len,
             "data block",
-        )?
-        .into();
+        )?;
+        let block = Arc::new(Block::parse(data).map_err(|at| self.bad_entry(i, at))?);
         if fill {
-            self.cache.insert(self.id, e.offset, data.clone());
+            self.cache.insert(self.id, e.offset, block.clone());
         }
-        Ok(data)
+        Ok(block)
     }
 
     /// The newest cell of `(table, key)` with version `≤ at` in this segment; `hash` is the
@@ -198,26 +208,41 @@ impl Segment {
         if at < self.footer.min_version || !self.bloom.may_contain(hash) {
             return Ok(None);
         }
-        let seek = (table, key, Reverse(at));
-        let i = self
-            .index
-            .partition_point(|e| (e.last.table, &*e.last.key, e.last.version) < seek);
+        let i = self.block_for(table, key, at);
         if i == self.index.len() {
             return Ok(None);
         }
         let block = self.block(i, true)?;
-        let mut r = Cursor::new(&block);
-        while !r.is_empty() {
-            let at_offset = r.position();
-            let e = decode_entry(&mut r).ok_or_else(|| self.bad_entry(i, at_offset))?;
-            if (e.table, e.key, Reverse(e.version)) >= seek {
-                if e.table == table && e.key == key {
-                    return Ok(Some((e.version, e.value.map(Box::from))));
-                }
-                return Ok(None);
+        Ok(block
+            .entry(block.seek(table, key, at))
+            .filter(|e| e.table == table && e.key == key)
+            .map(|e| (e.version, e.value.map(Box::from))))
+    }
+
+    /// Index of the first block whose last key is at or after `(table, key, version desc)`;
+    /// the block count if there is none.
+    fn block_for(&self, table: u32, key: &[u8], version: u64) -> usize {
+        let target = (table, key_prefix(key), key, version);
+        let (mut lo, mut hi) = (0, self.index.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let below = match (self.index_prefixes.get(mid), self.index.get(mid)) {
+                (Some(&(t, p)), Some(e)) => match (t, p).cmp(&(target.0, target.1)) {
+                    Ordering::Equal => {
+                        let l = &e.last;
+                        cmp_internal((l.table, p, &l.key, l.version.0), target) == Ordering::Less
+                    }
+                    o => o == Ordering::Less,
+                },
+                _ => false,
+            };
+            if below {
+                lo = mid + 1;
+            } else {
+                hi = mid;
             }
         }
-        Ok(None)
+        lo
     }
 
     fn bad_entry(&self, block: usize, at: usize) -> Error {
@@ -241,10 +266,7 @@ impl Segment {
                 continue;
             }
             let block = self.block(i, false)?;
-            let mut r = Cursor::new(&block);
-            while !r.is_empty() {
-                let at_offset = r.position();
-                let c = decode_entry(&mut r).ok_or_else(|| self.bad_entry(i, at_offset))?;
+            for c in (0..block.len()).filter_map(|j| block.entry(j)) {
                 if c.version > after && c.version <= upto {
                     f(c);
                 }
@@ -385,14 +407,16 @@ fn index_is_sane(index: &[IndexEntry], index_offset: u64) -> bool {
     true
 }
 
-/// Iterates a segment's cells in internal-key order from a starting key.
+/// A cursor over a segment's cells in internal-key order from a starting key; the current
+/// cell borrows the cached block.
 pub(crate) struct SegmentIter {
     seg: Arc<Segment>,
     block_idx: usize,
-    block: Option<Arc<[u8]>>,
-    pos: usize,
+    /// The block holding the current cell; `None` at the end.
+    block: Option<Arc<Block>>,
+    /// Index of the current cell in `block`.
+    idx: usize,
     fill_cache: bool,
-    done: bool,
 }
 
 impl SegmentIter {
@@ -403,65 +427,55 @@ impl SegmentIter {
         fill_cache: bool,
     ) -> Result<SegmentIter> {
         let block_idx = match start {
-            Some(s) => seg.index.partition_point(|e| e.last < *s),
+            Some(s) => seg.block_for(s.table, &s.key, s.version.0),
             None => 0,
         };
         let mut it = SegmentIter {
             seg,
             block_idx,
             block: None,
-            pos: 0,
+            idx: 0,
             fill_cache,
-            done: false,
         };
-        if let Some(s) = start {
-            // Skip the cells of the first block that are below `start`.
-            it.load()?;
-            if let Some(block) = it.block.clone() {
-                let mut r = Cursor::new(&block);
-                while !r.is_empty() {
-                    let p = r.position();
-                    let e =
-                        decode_entry(&mut r).ok_or_else(|| it.seg.bad_entry(it.block_idx, p))?;
-                    if e.cmp_key(s) != Ordering::Less {
-                        it.pos = p;
-                        return Ok(it);
-                    }
-                }
-                it.pos = block.len();
-            }
+        it.load()?;
+        if let (Some(s), Some(block)) = (start, &it.block) {
+            it.idx = block.seek(s.table, &s.key, s.version.0);
         }
+        it.settle()?;
         Ok(it)
     }
 
+    /// Loads block `block_idx` (none past the last block) and points at its first cell.
     fn load(&mut self) -> Result<()> {
-        if self.block.is_none() && self.block_idx < self.seg.index.len() {
-            self.block = Some(self.seg.block(self.block_idx, self.fill_cache)?);
-            self.pos = 0;
+        self.block = if self.block_idx < self.seg.index.len() {
+            Some(self.seg.block(self.block_idx, self.fill_cache)?)
+        } else {
+            None
+        };
+        self.idx = 0;
+        Ok(())
+    }
+
+    /// Moves past exhausted blocks.
+    fn settle(&mut self) -> Result<()> {
+        while self.block.as_ref().is_some_and(|b| self.idx >= b.len()) {
+            self.block_idx += 1;
+            self.load()?;
         }
         Ok(())
     }
 
-    /// The next cell, or `None` at the end.
-    pub fn next_cell(&mut self) -> Result<Option<(InternalKey, CellValue)>> {
-        loop {
-            if self.done {
-                return Ok(None);
-            }
-            self.load()?;
-            let Some(block) = &self.block else {
-                self.done = true;
-                return Ok(None);
-            };
-            if self.pos < block.len() {
-                let mut r = Cursor::new(&block[self.pos..]);
-                let e = decode_entry(&mut r)
-                    .ok_or_else(|| self.seg.bad_entry(self.block_idx, self.pos))?;
-                self.pos += r.position();
-                return Ok(Some(e.to_owned()));
-            }
-            self.block = None;
-            self.block_idx += 1;
+    /// The current cell, or `None` at the end.
+    pub fn current(&self) -> Option<RawEntry<'_>> {
+        self.block.as_ref()?.entry(self.idx)
+    }
+
+    /// Moves to the next cell.
+    pub fn advance(&mut self) -> Result<()> {
+        if self.block.is_some() {
+            self.idx += 1;
+            self.settle()?;
         }
+        Ok(())
     }
 }
