@@ -107,7 +107,7 @@ fn commit_inner(tx: &Transaction) -> Result<Version> {
     );
     db.make_room();
     let arrival = db.wal.announce();
-    let (version, ticket) = {
+    let (version, ticket, waited) = {
         let mut commit = db.commit.lock();
         // After a log failure, cells of the failed commit sit in storage unpublished; checking
         // health first reports the failure instead of a retryable conflict against them.
@@ -122,13 +122,32 @@ fn commit_inner(tx: &Transaction) -> Result<Version> {
         let ticket = db.wal.enqueue(&rec)?;
         drop(arrival);
         commit.next_version = Version(version.0 + 1);
-        db.store.apply(version, &changes, &touched);
+        let waited = if rec.len() >= OVERLAP_RECORD_BYTES {
+            // A large record: write and sync it on another thread while this one applies it,
+            // instead of one after the other. The order of events is unchanged (logged before
+            // applied; published only after both).
+            std::thread::scope(|scope| {
+                let writer = scope.spawn(|| db.wal.wait(ticket));
+                db.store.apply(version, &changes, &touched);
+                Some(writer.join().unwrap_or_else(|_| {
+                    Err(vellum_wal::Error::Poisoned(
+                        "the thread writing a large commit record panicked".into(),
+                    ))
+                }))
+            })
+        } else {
+            db.store.apply(version, &changes, &touched);
+            None
+        };
         db.note_catalog_change(version, &touched);
         db.remember_label(version, tx.config.label.as_deref());
-        (version, ticket)
+        (version, ticket, waited)
     };
     drop(rec);
-    db.wal.wait(ticket)?;
+    match waited {
+        Some(result) => result?,
+        None => db.wal.wait(ticket)?,
+    }
     db.published(version, ticket.lsn());
     Ok(version)
 }
@@ -273,6 +292,9 @@ impl DbInner {
         }
     }
 }
+
+/// Commit records at least this large are written and synced while they are applied.
+const OVERLAP_RECORD_BYTES: usize = 1 << 20;
 
 /// The longest a commit waits for storage to make room; past it the commit proceeds (memory
 /// grows) rather than failing.

@@ -39,7 +39,7 @@ use crate::prepared::KeyRange;
 use crate::snapshots::Pin;
 use savepoint::{Savepoint, Undo};
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{btree_map, BTreeMap, BTreeSet, HashMap};
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -305,24 +305,36 @@ impl Transaction {
         }
         // The limit counts what the commit record will hold: one entry per key, so an
         // overwrite replaces the size of the value it overwrites.
-        let entry = (table, key.to_vec());
-        let replaced = match self.writes.get(&entry) {
-            Some(old) => change_size(&entry.1, old.as_deref()),
-            None => 0,
-        };
-        let size = self.write_bytes - replaced + change_size(key, value);
-        if size > TRANSACTION_BYTES_MAX {
-            return Err(Error::TransactionTooLarge {
-                size,
-                max: TRANSACTION_BYTES_MAX,
-            });
+        let keep_undo = !self.savepoints.is_empty();
+        match self.writes.entry((table, key.to_vec())) {
+            btree_map::Entry::Occupied(mut slot) => {
+                let size = self.write_bytes - change_size(key, slot.get().as_deref())
+                    + change_size(key, value);
+                check_transaction_size(size)?;
+                self.write_bytes = size;
+                let previous = slot.insert(value.map(<[u8]>::to_vec));
+                if keep_undo {
+                    let key = slot.key().clone();
+                    self.undo.push(Undo::Write {
+                        key,
+                        previous: Some(previous),
+                    });
+                }
+            }
+            btree_map::Entry::Vacant(slot) => {
+                let size = self.write_bytes + change_size(key, value);
+                check_transaction_size(size)?;
+                self.write_bytes = size;
+                // Undo entries matter only to a savepoint taken before them.
+                if keep_undo {
+                    self.undo.push(Undo::Write {
+                        key: slot.key().clone(),
+                        previous: None,
+                    });
+                }
+                slot.insert(value.map(<[u8]>::to_vec));
+            }
         }
-        self.write_bytes = size;
-        let previous = self.writes.insert(entry.clone(), value.map(<[u8]>::to_vec));
-        self.undo.push(Undo::Write {
-            key: entry,
-            previous,
-        });
         Ok(())
     }
 
@@ -346,7 +358,9 @@ impl Transaction {
         self.stage(id, key, value)?;
         if let std::collections::hash_map::Entry::Vacant(slot) = self.tables_written.entry(id) {
             slot.insert(table.to_string());
-            self.undo.push(Undo::TableWritten(id));
+            if !self.savepoints.is_empty() {
+                self.undo.push(Undo::TableWritten(id));
+            }
         }
         Ok(id)
     }
@@ -664,6 +678,17 @@ impl Drop for Transaction {
     fn drop(&mut self) {
         self.end(TxState::RolledBack);
     }
+}
+
+/// Fails if a transaction of `size` staged bytes exceeds [`TRANSACTION_BYTES_MAX`].
+fn check_transaction_size(size: usize) -> Result<()> {
+    if size > TRANSACTION_BYTES_MAX {
+        return Err(Error::TransactionTooLarge {
+            size,
+            max: TRANSACTION_BYTES_MAX,
+        });
+    }
+    Ok(())
 }
 
 /// Bytes a staged change counts toward [`TRANSACTION_BYTES_MAX`].

@@ -228,6 +228,9 @@ impl Shared {
     }
 }
 
+/// Commits with at least this many changes are applied to the memtable in parallel.
+const PARALLEL_APPLY_MIN: usize = 8192;
+
 /// Versioned table storage.
 #[derive(Debug)]
 pub struct Store {
@@ -345,8 +348,19 @@ impl Store {
     pub fn apply(&self, version: Version, changes: &[Change<'_>], touched: &[TableId]) {
         let _rotate = self.shared.rotate.read();
         let mems = self.shared.mems.load();
-        for c in changes {
-            mems.active.insert(c.table, c.key, version, c.value);
+        let active = &mems.active;
+        if changes.len() >= PARALLEL_APPLY_MIN {
+            // A large commit is inserted by every core (the memtable takes concurrent inserts;
+            // nothing reads these cells before the commit is published).
+            changes.par_chunks(PARALLEL_APPLY_MIN / 2).for_each(|part| {
+                for c in part {
+                    active.insert(c.table, c.key, version, c.value);
+                }
+            });
+        } else {
+            for c in changes {
+                active.insert(c.table, c.key, version, c.value);
+            }
         }
         for t in touched {
             mems.active.touch_table(*t, version);
