@@ -114,7 +114,10 @@ fn commit_inner(tx: &Transaction) -> Result<Version> {
         db.wal.check_healthy()?;
         validate(tx)?;
         if changes.is_empty() {
-            // Preconditions only: they held at this instant; nothing to log.
+            // Preconditions only: they held at this instant; nothing to log. What was read
+            // must be durable before the commit reports success.
+            drop(commit);
+            wait_visible(db, tx.depends_on)?;
             return Ok(tx.snapshot);
         }
         let version = commit.next_version;
@@ -144,6 +147,12 @@ fn commit_inner(tx: &Transaction) -> Result<Version> {
         (version, ticket, waited)
     };
     drop(rec);
+    if tx.config.pessimistic {
+        // Early lock release: the commit is applied and queued in the log, so a waiter may
+        // read it now; anything it commits is logged after this record (see
+        // `Transaction::get_for_update`).
+        db.locks.release_all(tx.id);
+    }
     match waited {
         Some(result) => result?,
         None => db.wal.wait(ticket)?,
@@ -291,6 +300,16 @@ impl DbInner {
             self.worker.nudge();
         }
     }
+}
+
+/// Waits until every commit up to `version` is durable and published (at once for
+/// `Version::ZERO`); fails if the log fails first.
+fn wait_visible(db: &DbInner, version: Version) -> Result<()> {
+    while db.snapshots.visible() < version {
+        db.wal.check_healthy()?;
+        std::thread::sleep(std::time::Duration::from_micros(20));
+    }
+    Ok(())
 }
 
 /// Commit records at least this large are written and synced while they are applied.

@@ -42,7 +42,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{btree_map, BTreeMap, BTreeSet, HashMap};
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use vellum_storage::{TableId, Version};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +103,10 @@ pub struct Transaction {
     pub(crate) reads: RefCell<ReadSet>,
     undo: Vec<Undo>,
     savepoints: Vec<Savepoint>,
+    /// The newest commit this transaction read before it was durable (a locking read of a key
+    /// whose last committer released its locks early): committing must not return before it
+    /// is durable. `Version::ZERO` if none.
+    pub(crate) depends_on: Version,
 }
 
 impl Transaction {
@@ -146,6 +150,7 @@ impl Transaction {
             reads: RefCell::new(ReadSet::default()),
             undo: Vec::new(),
             savepoints: Vec::new(),
+            depends_on: Version::ZERO,
         }
     }
 
@@ -433,8 +438,15 @@ impl Transaction {
     }
 
     /// Reads `key` for a later update. The commit fails with a conflict if another commit
-    /// changes the key after this read, at every isolation level. In pessimistic mode the key
-    /// is locked first and the newest committed value is returned (a locking read).
+    /// changes the key after this read, at every isolation level.
+    ///
+    /// In pessimistic mode the key is locked first and its newest commit is returned (a locking
+    /// read). A pessimistic committer releases its locks once its commit is applied and queued
+    /// in the log, before the log is synced, so the next transaction waiting for the lock
+    /// proceeds while the sync runs (controlled lock violation). Such a read may therefore see
+    /// a commit that is not durable yet; this transaction's own commit then does not return
+    /// before that one is durable (its log record comes later, and a commit without changes
+    /// waits for it), and if that commit fails, so does this one.
     pub fn get_for_update(
         &mut self,
         table: &str,
@@ -445,7 +457,7 @@ impl Transaction {
         let id = self.table_id(table)?;
         let read_at = if self.config.pessimistic {
             self.lock(id, table, key)?;
-            self.newest_visible(id, key)?
+            self.locked_read_version(id, key)?
         } else {
             self.read_version()
         };
@@ -462,10 +474,11 @@ impl Transaction {
         Ok(self.db.store.get(id, key, read_at)?.and_then(|f| f.value))
     }
 
-    /// With the key locked: waits until its newest commit is visible and returns the version
-    /// to read it at. Commits that validated before the lock was taken finish their log wait
-    /// quickly; later ones see the lock and fail.
-    fn newest_visible(&self, id: TableId, key: &[u8]) -> Result<Version> {
+    /// With the key locked: the version to read it at, which covers its newest commit. That
+    /// commit is applied (commits apply in version order under the commit lock, taken here so
+    /// one that validated before the lock was taken has finished applying) but may not be
+    /// durable yet; if so the transaction records that it depends on it.
+    fn locked_read_version(&mut self, id: TableId, key: &[u8]) -> Result<Version> {
         let newest = {
             let _commits_quiesced = self.db.commit.lock();
             self.db
@@ -473,15 +486,11 @@ impl Transaction {
                 .latest_version(id, key)?
                 .unwrap_or(Version::ZERO)
         };
-        loop {
-            let visible = self.db.snapshots.visible();
-            if visible >= newest {
-                return Ok(visible.max(self.snapshot));
-            }
-            self.db.wal.check_healthy()?;
-            self.check_active()?;
-            std::thread::sleep(Duration::from_micros(20));
+        let visible = self.db.snapshots.visible();
+        if newest > visible {
+            self.depends_on = self.depends_on.max(newest);
         }
+        Ok(newest.max(visible).max(self.snapshot))
     }
 
     /// Writes `value` under `key` of `table`.
