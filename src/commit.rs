@@ -31,7 +31,7 @@ use crate::db::{Db, DbInner};
 use crate::error::{ConflictKind, ConflictReport, Error, Result};
 use crate::prepared::{PreparedTx, GLOBAL_ID_MAX};
 use crate::record;
-use crate::tx::{Isolation, Transaction, TxState};
+use crate::tx::{Isolation, Transaction, TxState, WriteKey};
 use std::ops::Bound;
 use std::sync::atomic::Ordering;
 use vellum_storage::{Change, TableId, Version};
@@ -89,9 +89,9 @@ impl Transaction {
 fn change_list(tx: &Transaction) -> Vec<Change<'_>> {
     tx.writes
         .iter()
-        .map(|((table, key), value)| Change {
-            table: *table,
-            key,
+        .map(|(k, value)| Change {
+            table: k.table,
+            key: &k.key,
             value: value.as_deref(),
         })
         .collect()
@@ -188,7 +188,7 @@ fn prepare_inner(tx: &Transaction, gid: &str) -> Result<()> {
         changes: tx
             .writes
             .iter()
-            .map(|((t, k), v)| (*t, k.clone(), v.clone()))
+            .map(|(k, v)| (k.table, k.key.clone(), v.clone()))
             .collect(),
         keys,
         ranges,
@@ -399,7 +399,7 @@ fn validate(tx: &Transaction) -> Result<()> {
     let r = Reporter { tx };
     {
         let two = db.two_phase.lock();
-        for (table, key) in tx.writes.keys() {
+        for WriteKey { table, key, .. } in tx.writes.keys() {
             if let Some(gid) = two.reserved_by(*table, key) {
                 let kind = ConflictKind::Reserved {
                     global_id: gid.to_string(),
@@ -409,7 +409,7 @@ fn validate(tx: &Transaction) -> Result<()> {
         }
     }
     if !tx.config.pessimistic && !db.locks.is_empty() {
-        for (table, key) in tx.writes.keys() {
+        for WriteKey { table, key, .. } in tx.writes.keys() {
             let entry = (*table, key.clone());
             if db.locks.locked_by_other(Some(tx.id), &entry).is_some() {
                 return Err(r.on_key(ConflictKind::Locked, *table, key, newest(db, *table, key)?));
@@ -417,11 +417,13 @@ fn validate(tx: &Transaction) -> Result<()> {
         }
     }
     if tx.config.isolation != Isolation::ReadCommitted {
-        for (table, key) in tx.writes.keys() {
-            let baseline = tx
-                .checked_reads
-                .get(&(*table, key.clone()))
-                .map_or(tx.snapshot, |(_, v)| (*v).max(tx.snapshot));
+        for WriteKey { table, key, .. } in tx.writes.keys() {
+            let checked = if tx.checked_reads.is_empty() {
+                None
+            } else {
+                tx.checked_reads.get(&(*table, key.clone()))
+            };
+            let baseline = checked.map_or(tx.snapshot, |(_, v)| (*v).max(tx.snapshot));
             let v = newest(db, *table, key)?;
             if v > baseline {
                 return Err(r.on_key(ConflictKind::WriteWrite, *table, key, v));
@@ -429,7 +431,10 @@ fn validate(tx: &Transaction) -> Result<()> {
         }
     }
     for (table, name) in &tx.tables_written {
-        if tx.writes.contains_key(&(CATALOG, name.as_bytes().to_vec())) {
+        if tx
+            .writes
+            .contains_key(&WriteKey::new(CATALOG, name.as_bytes().to_vec()))
+        {
             continue; // created or dropped here: covered by the catalog key itself
         }
         let current = db.store.get(CATALOG, name.as_bytes(), Version::MAX)?;

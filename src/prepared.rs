@@ -212,6 +212,9 @@ impl TwoPhase {
 
     /// The prepared transaction that reserves `key` of `table`, if any.
     pub fn reserved_by(&self, table: TableId, key: &[u8]) -> Option<&str> {
+        if self.prepared.is_empty() {
+            return None;
+        }
         if let Some(owner) = self.owners.get(&(table, key.to_vec())) {
             return Some(owner);
         }

@@ -2,7 +2,7 @@
 //! staged writes (own writes win; own deletes hide rows). Each row borrows the cursor, so
 //! reading copies nothing; [`super::Scan`] is the same walk yielding owned rows.
 
-use super::Transaction;
+use super::{Transaction, WriteKey};
 use crate::error::Result;
 use std::cmp::Ordering;
 use std::collections::btree_map;
@@ -10,7 +10,7 @@ use std::iter::Peekable;
 use std::ops::Bound;
 use vellum_storage::{RowCursor, TableId};
 
-type Own<'a> = btree_map::Range<'a, (TableId, Vec<u8>), Option<Vec<u8>>>;
+type Own<'a> = btree_map::Range<'a, WriteKey, Option<Vec<u8>>>;
 
 /// Which side the row handed out last came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,18 +93,18 @@ impl<'a> Cursor<'a> {
         let own = if empty || tx.writes.is_empty() {
             // `start..start` is an empty range `BTreeMap::range` accepts (and allocates for
             // nothing: most cursors run in transactions that wrote nothing).
-            let none = (table, Vec::new());
+            let none = WriteKey::first(table);
             tx.writes.range(none.clone()..none)
         } else {
             let own_lower = match lower {
-                Bound::Included(k) => Bound::Included((table, k)),
-                Bound::Excluded(k) => Bound::Excluded((table, k)),
-                Bound::Unbounded => Bound::Included((table, Vec::new())),
+                Bound::Included(k) => Bound::Included(WriteKey::new(table, k)),
+                Bound::Excluded(k) => Bound::Excluded(WriteKey::new(table, k)),
+                Bound::Unbounded => Bound::Included(WriteKey::first(table)),
             };
             let own_upper = match upper {
-                Bound::Included(k) => Bound::Included((table, k)),
-                Bound::Excluded(k) => Bound::Excluded((table, k)),
-                Bound::Unbounded => Bound::Excluded((TableId(table.0 + 1), Vec::new())),
+                Bound::Included(k) => Bound::Included(WriteKey::new(table, k)),
+                Bound::Excluded(k) => Bound::Excluded(WriteKey::new(table, k)),
+                Bound::Unbounded => Bound::Excluded(WriteKey::first(TableId(table.0 + 1))),
             };
             tx.writes.range((own_lower, own_upper))
         };
@@ -141,7 +141,7 @@ impl<'a> Cursor<'a> {
             Last::Own => self
                 .own
                 .peek()
-                .and_then(|&((_, k), v)| v.as_deref().map(|v| (k.as_slice(), v))),
+                .and_then(|&(k, v)| v.as_deref().map(|v| (k.key.as_slice(), v))),
         })
     }
 
@@ -177,7 +177,7 @@ impl<'a> Cursor<'a> {
             };
             let order = match (stored_key, self.own.peek()) {
                 (None, None) => return Ok(()),
-                (Some(sk), Some(((_, ok), _))) => sk.cmp(ok.as_slice()),
+                (Some(sk), Some((ok, _))) => sk.cmp(ok.key.as_slice()),
                 (Some(_), None) => Ordering::Less,
                 (None, Some(_)) => Ordering::Greater,
             };

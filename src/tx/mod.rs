@@ -23,12 +23,14 @@ mod config;
 mod cursor;
 mod savepoint;
 mod scan;
+mod write_set;
 
 pub use builder::TxBuilder;
 pub(crate) use config::TxConfig;
 pub use config::{Isolation, RetryPolicy};
 pub use cursor::Cursor;
 pub use scan::Scan;
+pub(crate) use write_set::{WriteKey, WriteSet};
 
 use crate::catalog::{self, CATALOG};
 use crate::db::DbInner;
@@ -63,9 +65,6 @@ pub struct Versioned {
     /// write.
     pub version: Option<Version>,
 }
-
-/// The staged changes: `(table, key) -> Some(value) | None (delete)`.
-pub(crate) type WriteSet = BTreeMap<(TableId, Vec<u8>), Option<Vec<u8>>>;
 
 /// What a serializable transaction read.
 #[derive(Debug, Default)]
@@ -245,7 +244,8 @@ impl Transaction {
         let staged = if self.writes.is_empty() {
             None
         } else {
-            self.writes.get(&(CATALOG, name.as_bytes().to_vec()))
+            self.writes
+                .get(&WriteKey::new(CATALOG, name.as_bytes().to_vec()))
         };
         let read_at = self.read_version();
         let value = match staged {
@@ -311,7 +311,7 @@ impl Transaction {
         // The limit counts what the commit record will hold: one entry per key, so an
         // overwrite replaces the size of the value it overwrites.
         let keep_undo = !self.savepoints.is_empty();
-        match self.writes.entry((table, key.to_vec())) {
+        match self.writes.entry(WriteKey::new(table, key.to_vec())) {
             btree_map::Entry::Occupied(mut slot) => {
                 let size = self.write_bytes - change_size(key, slot.get().as_deref())
                     + change_size(key, value);
@@ -344,9 +344,9 @@ impl Transaction {
     }
 
     /// Removes a staged write (recorded in the undo log).
-    fn unstage(&mut self, entry: &(TableId, Vec<u8>)) {
+    fn unstage(&mut self, entry: &WriteKey) {
         if let Some(old) = self.writes.remove(entry) {
-            self.write_bytes -= change_size(&entry.1, old.as_deref());
+            self.write_bytes -= change_size(&entry.key, old.as_deref());
             self.undo.push(Undo::Write {
                 key: entry.clone(),
                 previous: Some(old),
@@ -417,7 +417,7 @@ impl Transaction {
         let staged = if self.writes.is_empty() {
             None
         } else {
-            self.writes.get(&(id, key.to_vec()))
+            self.writes.get(&WriteKey::new(id, key.to_vec()))
         };
         if let Some(staged) = staged {
             return Ok(staged.clone().map(|value| Versioned {
@@ -468,7 +468,7 @@ impl Transaction {
             .map_or(read_at, |(_, v)| (*v).min(read_at));
         self.checked_reads
             .insert(entry.clone(), (table.to_string(), baseline));
-        if let Some(staged) = self.writes.get(&entry) {
+        if let Some(staged) = self.writes.get(&WriteKey::new(id, entry.1)) {
             return Ok(staged.clone());
         }
         Ok(self.db.store.get(id, key, read_at)?.and_then(|f| f.value))
@@ -636,10 +636,10 @@ impl Transaction {
     pub fn drop_table(&mut self, name: &str) -> Result<()> {
         self.check_writable()?;
         let id = self.table_id(name)?;
-        let staged: Vec<(TableId, Vec<u8>)> = self
+        let staged: Vec<WriteKey> = self
             .writes
-            .range((id, Vec::new())..)
-            .take_while(|((t, _), _)| *t == id)
+            .range(WriteKey::first(id)..)
+            .take_while(|(k, _)| k.table == id)
             .map(|(k, _)| k.clone())
             .collect();
         for k in &staged {

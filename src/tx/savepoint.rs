@@ -7,7 +7,7 @@
 //! keeps it; releasing one discards it and those after it and keeps the writes. Reads (and
 //! locks) are not undone: what was read stays in the serializable read set.
 
-use super::{change_size, Transaction};
+use super::{change_size, Transaction, WriteKey};
 use crate::error::{Error, Result};
 use vellum_storage::TableId;
 
@@ -16,7 +16,7 @@ use vellum_storage::TableId;
 pub(super) enum Undo {
     /// `key` was staged; `previous` is what the write set held before (`None`: nothing).
     Write {
-        key: (TableId, Vec<u8>),
+        key: WriteKey,
         previous: Option<Option<Vec<u8>>>,
     },
     /// The table joined `tables_written`.
@@ -60,10 +60,10 @@ impl Transaction {
             match self.undo.pop() {
                 Some(Undo::Write { key, previous }) => {
                     if let Some(current) = self.writes.remove(&key) {
-                        self.write_bytes -= change_size(&key.1, current.as_deref());
+                        self.write_bytes -= change_size(&key.key, current.as_deref());
                     }
                     if let Some(old) = previous {
-                        self.write_bytes += change_size(&key.1, old.as_deref());
+                        self.write_bytes += change_size(&key.key, old.as_deref());
                         self.writes.insert(key, old);
                     }
                 }

@@ -39,6 +39,50 @@ impl InternalKey {
     }
 }
 
+/// A borrowed view of an internal key, so the memtable can be searched without building an
+/// owned [`InternalKey`] (an allocation) per lookup. Its order is `InternalKey`'s.
+pub(crate) trait KeyView {
+    fn parts(&self) -> (u32, &[u8], Reverse<u64>);
+}
+
+impl KeyView for InternalKey {
+    fn parts(&self) -> (u32, &[u8], Reverse<u64>) {
+        (self.table, &self.key, self.version)
+    }
+}
+
+impl KeyView for (u32, &[u8], Reverse<u64>) {
+    fn parts(&self) -> (u32, &[u8], Reverse<u64>) {
+        *self
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn KeyView + 'a> for InternalKey {
+    fn borrow(&self) -> &(dyn KeyView + 'a) {
+        self
+    }
+}
+
+impl PartialEq for dyn KeyView + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn KeyView + '_ {}
+
+impl PartialOrd for dyn KeyView + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for dyn KeyView + '_ {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.parts().cmp(&other.parts())
+    }
+}
+
 /// Compares user keys of the same table; used by scans to spot the next key.
 pub(crate) fn cmp_user(a: &InternalKey, table: u32, key: &[u8]) -> Ordering {
     (a.table, &*a.key).cmp(&(table, key))
@@ -47,6 +91,23 @@ pub(crate) fn cmp_user(a: &InternalKey, table: u32, key: &[u8]) -> Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_borrowed_view_orders_like_the_key() {
+        let keys = [
+            InternalKey::new(TableId(1), b"k", Version(9)),
+            InternalKey::new(TableId(1), b"k", Version(3)),
+            InternalKey::new(TableId(1), b"ka", Version(99)),
+            InternalKey::new(TableId(2), b"", Version(1)),
+        ];
+        for a in &keys {
+            for b in &keys {
+                let view = (b.table, &*b.key, b.version);
+                let (va, vb): (&dyn KeyView, &dyn KeyView) = (a, &view);
+                assert_eq!(va.cmp(vb), a.cmp(b));
+            }
+        }
+    }
 
     #[test]
     fn newest_version_sorts_first_within_a_key() {

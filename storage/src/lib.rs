@@ -45,5 +45,5 @@ pub use manifest::{MANIFEST_FORMAT_VERSION, MANIFEST_MAGIC};
 pub use memtable::GcStats;
 pub use merge::{RowCursor, Scan};
 pub use options::{StoreOptions, StoreStats, VerifyReport};
-pub use segment::{SEGMENT_FORMAT_VERSION, SEGMENT_MAGIC};
+pub use segment::{key_prefix, SEGMENT_FORMAT_VERSION, SEGMENT_MAGIC};
 pub use store::{CellChange, Change, CheckpointInfo, Found, Store};

@@ -13,7 +13,7 @@
 //!   `≥ h` are unaffected.
 
 use crate::ids::{TableId, Version};
-use crate::key::{cmp_user, InternalKey, VERSIONS_TABLE};
+use crate::key::{cmp_user, InternalKey, KeyView, VERSIONS_TABLE};
 use crossbeam_skiplist::SkipMap;
 use std::cmp::{Ordering, Reverse};
 use std::ops::Bound;
@@ -124,19 +124,11 @@ impl Memtable {
 
     /// [`Memtable::get`] for any internal table id (including the versions table).
     pub fn get_raw(&self, table: u32, key: &[u8], at: Version) -> Option<(Version, CellValue)> {
-        // The seek key below is an allocation; a flushed (empty) memtable needs none.
-        if self.cells.is_empty() {
-            return None;
-        }
-        let seek = InternalKey {
-            table,
-            key: key.into(),
-            version: Reverse(at.0),
-        };
+        let seek = (table, key, Reverse(at.0));
         // The first cell at or after (key, at) is the key's newest at or below `at`, if it is
         // a cell of the same key.
         self.cells
-            .lower_bound(std::ops::Bound::Included(&seek))
+            .lower_bound::<dyn KeyView>(std::ops::Bound::Included(&seek as &dyn KeyView))
             .filter(|e| e.key().same_user_key(table, key))
             .map(|e| (e.key().version(), e.value().clone()))
     }

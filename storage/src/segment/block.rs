@@ -13,7 +13,7 @@ use std::cmp::Ordering;
 /// they order the keys (a shorter key pads with zeros, and a key ordered before another
 /// differs from it at a smaller byte or ends first). Equal prefixes say nothing.
 #[inline]
-pub(crate) fn key_prefix(key: &[u8]) -> u64 {
+pub fn key_prefix(key: &[u8]) -> u64 {
     match key.first_chunk::<8>() {
         Some(head) => u64::from_be_bytes(*head),
         None => key

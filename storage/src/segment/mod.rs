@@ -35,7 +35,8 @@ mod block;
 mod reader;
 mod writer;
 
-pub(crate) use block::{key_prefix, Block};
+pub use block::key_prefix;
+pub(crate) use block::Block;
 pub(crate) use reader::{Segment, SegmentIter};
 pub(crate) use writer::SegmentWriter;
 
