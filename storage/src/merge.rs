@@ -13,7 +13,7 @@ use crate::ids::Version;
 use crate::key::InternalKey;
 use crate::memtable::{CellValue, Memtable};
 use crate::runs::Run;
-use crate::segment::{key_prefix, RawEntry, Segment, SegmentIter};
+use crate::segment::{key_prefix, Block, RawEntry, Segment, SegmentIter};
 use std::cmp::Ordering;
 use std::collections::VecDeque;
 use std::marker::PhantomData;
@@ -38,6 +38,7 @@ fn view(cell: &Cell) -> RawEntry<'_> {
         version: cell.0.version.0,
         key: &cell.0.key,
         value: cell.1.as_deref(),
+        prefix: key_prefix(&cell.0.key),
     }
 }
 
@@ -102,6 +103,7 @@ impl Source {
     }
 
     /// The current cell; `None` once the source is exhausted (or before [`Source::prime`]).
+    #[inline]
     fn current(&self) -> Option<RawEntry<'_>> {
         match self {
             Source::Mem { buf, .. } => buf.front().map(view),
@@ -252,9 +254,19 @@ impl Merge {
     }
 
     /// The smallest cell not yet passed (after [`Merge::start`]).
+    #[inline]
     pub fn current(&self) -> Option<RawEntry<'_>> {
         debug_assert!(self.started, "Merge::current before Merge::start");
         self.sources.get(self.best?)?.current()
+    }
+
+    /// The cached block holding the current cell and its index there, if it comes from a run.
+    #[inline]
+    fn current_block(&self) -> Option<(&Arc<Block>, usize)> {
+        match self.sources.get(self.best?)? {
+            Source::Run { iter, .. } => iter.as_ref()?.position(),
+            Source::Mem { .. } => None,
+        }
     }
 
     /// Moves past the current cell.
@@ -282,9 +294,8 @@ impl Merge {
 pub struct RowCursor<'a> {
     merge: Merge,
     at: u64,
-    /// The user key whose visible cell was already decided, if any: `(table, key prefix,
-    /// key)`; the prefix settles most comparisons without comparing the bytes.
-    decided: Option<(u32, u64, Vec<u8>)>,
+    /// The user key whose visible cell was already decided, if any.
+    decided: Option<Decided>,
     /// True while the merge's current cell is the row handed out last.
     on_row: bool,
     failed: bool,
@@ -296,6 +307,37 @@ impl std::fmt::Debug for RowCursor<'_> {
         f.debug_struct("RowCursor")
             .field("at", &self.at)
             .finish_non_exhaustive()
+    }
+}
+
+/// The user key a row cursor has decided: its table, prefix and length, which settle most
+/// comparisons without reading key bytes, and where its bytes are.
+struct Decided {
+    table: u32,
+    prefix: u64,
+    len: usize,
+    bytes: KeyBytes,
+}
+
+/// Where a decided key's bytes are: in a cached block (held, not copied: rows of one block
+/// share it), or copied out of a memtable.
+enum KeyBytes {
+    Block(Arc<Block>, usize),
+    Owned(Vec<u8>),
+}
+
+impl Decided {
+    /// True if `c` is a cell of this user key.
+    fn is(&self, c: &RawEntry<'_>) -> bool {
+        if self.table != c.table || self.prefix != c.prefix || self.len != c.key.len() {
+            return false;
+        }
+        // Equal prefixes of keys of equal length up to 8 bytes are equal keys.
+        self.len <= 8
+            || match &self.bytes {
+                KeyBytes::Block(b, i) => b.entry(*i).is_some_and(|e| e.key == c.key),
+                KeyBytes::Owned(k) => k.as_slice() == c.key,
+            }
     }
 }
 
@@ -345,13 +387,7 @@ impl RowCursor<'_> {
             let step = match self.merge.current() {
                 None => return Ok(false),
                 Some(c) if c.version > self.at => Step::Skip,
-                Some(c)
-                    if self.decided.as_ref().is_some_and(|(t, p, k)| {
-                        *t == c.table && *p == key_prefix(c.key) && k.as_slice() == c.key
-                    }) =>
-                {
-                    Step::Skip
-                }
+                Some(c) if self.decided.as_ref().is_some_and(|d| d.is(&c)) => Step::Skip,
                 Some(c) if c.value.is_none() => Step::Deleted,
                 Some(_) => Step::Row,
             };
@@ -369,20 +405,31 @@ impl RowCursor<'_> {
         }
     }
 
-    /// Remembers the current cell's user key as decided (reusing the buffer).
+    /// Remembers the current cell's user key as decided (reusing what it can).
     fn decide_current(&mut self) {
         let Some(c) = self.merge.current() else {
             return;
         };
-        match &mut self.decided {
-            Some((t, p, k)) => {
-                *t = c.table;
-                *p = key_prefix(c.key);
+        let (table, prefix, len) = (c.table, c.prefix, c.key.len());
+        let reuse = self.decided.take().map(|d| d.bytes);
+        let bytes = match (self.merge.current_block(), reuse) {
+            (Some((block, i)), Some(KeyBytes::Block(held, _))) if Arc::ptr_eq(block, &held) => {
+                KeyBytes::Block(held, i)
+            }
+            (Some((block, i)), _) => KeyBytes::Block(block.clone(), i),
+            (None, Some(KeyBytes::Owned(mut k))) => {
                 k.clear();
                 k.extend_from_slice(c.key);
+                KeyBytes::Owned(k)
             }
-            None => self.decided = Some((c.table, key_prefix(c.key), c.key.to_vec())),
-        }
+            (None, _) => KeyBytes::Owned(c.key.to_vec()),
+        };
+        self.decided = Some(Decided {
+            table,
+            prefix,
+            len,
+            bytes,
+        });
     }
 
     /// The current row `(table, key, version, value)`, after [`RowCursor::advance`] returned

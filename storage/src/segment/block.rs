@@ -97,6 +97,7 @@ impl Block {
     }
 
     /// Entry `i`, if there is one.
+    #[inline]
     pub fn entry(&self, i: usize) -> Option<RawEntry<'_>> {
         let s = self.slots.get(i)?;
         let part = |at: u32, len: u32| self.data.get(at as usize..(at as usize + len as usize));
@@ -111,6 +112,7 @@ impl Block {
             version: s.version,
             key,
             value,
+            prefix: s.prefix,
         })
     }
 

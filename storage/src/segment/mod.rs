@@ -191,6 +191,8 @@ pub(crate) struct RawEntry<'a> {
     pub version: u64,
     pub key: &'a [u8],
     pub value: Option<&'a [u8]>,
+    /// [`key_prefix`] of `key` (from a block's entry table, so reading it touches no key).
+    pub prefix: u64,
 }
 
 impl RawEntry<'_> {
@@ -212,11 +214,11 @@ impl RawEntry<'_> {
 
     /// Compares the internal keys of two entries.
     pub fn cmp_entry(&self, o: &RawEntry<'_>) -> std::cmp::Ordering {
-        (self.table, self.key, std::cmp::Reverse(self.version)).cmp(&(
-            o.table,
-            o.key,
-            std::cmp::Reverse(o.version),
-        ))
+        // Prefixes order keys when they differ (see `key_prefix`).
+        (self.table, self.prefix)
+            .cmp(&(o.table, o.prefix))
+            .then_with(|| self.key.cmp(o.key))
+            .then_with(|| o.version.cmp(&self.version))
     }
 }
 
@@ -238,6 +240,7 @@ pub(crate) fn decode_entry<'a>(r: &mut Cursor<'a>) -> Option<RawEntry<'a>> {
         version,
         key,
         value,
+        prefix: key_prefix(key),
     })
 }
 

@@ -465,7 +465,14 @@ impl SegmentIter {
         Ok(())
     }
 
+    /// The block holding the current cell and the cell's index in it.
+    #[inline]
+    pub fn position(&self) -> Option<(&Arc<Block>, usize)> {
+        self.block.as_ref().map(|b| (b, self.idx))
+    }
+
     /// The current cell, or `None` at the end.
+    #[inline]
     pub fn current(&self) -> Option<RawEntry<'_>> {
         self.block.as_ref()?.entry(self.idx)
     }
