@@ -217,8 +217,11 @@ impl Shared {
     ) -> Vec<Source> {
         let mems = self.mems.load_full();
         let runs = self.runs.load_full();
+        // An empty memtable can gain cells only of commits newer than any reader's version
+        // (and the callers that read at the newest version hold the commit lock).
         let mut sources: Vec<Source> = mems
             .all()
+            .filter(|m| !m.is_empty())
             .map(|m| Source::mem(m.clone(), lo.clone(), hi.clone()))
             .collect();
         for run in runs.runs.iter().filter(|r| !skip_run(r)) {
