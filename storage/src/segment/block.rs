@@ -35,7 +35,8 @@ pub(crate) fn cmp_internal(a: (u32, u64, &[u8], u64), target: (u32, u64, &[u8], 
 /// Where one entry's parts lie in the block, decoded once.
 #[derive(Debug, Clone, Copy)]
 struct Slot {
-    /// [`key_prefix`] of the key: most comparisons end here, without touching the data.
+    /// [`key_prefix`] of the key (also in [`Block::prefixes`]; here for stepping through
+    /// entries, which then reads one slot per entry).
     prefix: u64,
     table: u32,
     version: u64,
@@ -51,6 +52,12 @@ struct Slot {
 pub(crate) struct Block {
     data: Box<[u8]>,
     slots: Box<[Slot]>,
+    /// [`key_prefix`] of each entry's key, in a dense array of their own: a seek's binary
+    /// search reads this and touches a slot and the key bytes only where prefixes are equal.
+    prefixes: Box<[u64]>,
+    /// The table of every entry, if they all belong to one (the usual case); a seek then
+    /// needs no table comparisons.
+    table: Option<u32>,
 }
 
 impl Block {
@@ -58,6 +65,7 @@ impl Block {
     /// not decode.
     pub fn parse(data: Vec<u8>) -> Result<Block, usize> {
         let mut slots = Vec::with_capacity(data.len() / 64);
+        let mut prefixes = Vec::with_capacity(data.len() / 64);
         let mut r = Cursor::new(&data);
         while !r.is_empty() {
             let at = r.position();
@@ -66,8 +74,10 @@ impl Block {
             let value_len = e.value.map_or(0, <[u8]>::len);
             let key_at = end - value_len - e.key.len();
             let pos = |n: usize| u32::try_from(n).map_err(|_| at);
+            let prefix = key_prefix(e.key);
+            prefixes.push(prefix);
             slots.push(Slot {
-                prefix: key_prefix(e.key),
+                prefix,
                 table: e.table,
                 version: e.version,
                 key_at: pos(key_at)?,
@@ -80,9 +90,13 @@ impl Block {
                 value_len: pos(value_len)?,
             });
         }
+        let table = slots.first().map(|s| s.table);
+        let table = table.filter(|t| slots.iter().all(|s| s.table == *t));
         Ok(Block {
             data: data.into(),
             slots: slots.into(),
+            prefixes: prefixes.into(),
+            table,
         })
     }
 
@@ -93,7 +107,9 @@ impl Block {
 
     /// Bytes of memory held (for the cache's budget).
     pub fn memory(&self) -> usize {
-        self.data.len() + std::mem::size_of_val(&*self.slots)
+        self.data.len()
+            + std::mem::size_of_val(&*self.slots)
+            + std::mem::size_of_val(&*self.prefixes)
     }
 
     /// Entry `i`, if there is one.
@@ -119,14 +135,35 @@ impl Block {
     /// Index of the first entry at or after the internal key `(table, key, version desc)`;
     /// [`Block::len`] if every entry is below it.
     pub fn seek(&self, table: u32, key: &[u8], version: u64) -> usize {
-        let target = (table, key_prefix(key), key, version);
-        self.slots.partition_point(|s| {
-            let key = self
-                .data
-                .get(s.key_at as usize..(s.key_at as usize + s.key_len as usize))
-                .unwrap_or_default();
-            cmp_internal((s.table, s.prefix, key, s.version), target) == Ordering::Less
-        })
+        let prefix = key_prefix(key);
+        let target = (table, prefix, key, version);
+        let below = |i: usize| {
+            self.entry(i).is_some_and(|e| {
+                cmp_internal((e.table, e.prefix, e.key, e.version), target) == Ordering::Less
+            })
+        };
+        let (lo, hi) = match self.table {
+            Some(t) if t < table => return self.len(),
+            Some(t) if t > table => return 0,
+            // One table: prefixes order the entries, and only entries with the target's prefix
+            // need their keys and versions compared.
+            Some(_) => {
+                let start = self.prefixes.partition_point(|p| *p < prefix);
+                let equal = self.prefixes.get(start..).unwrap_or_default();
+                (start, start + equal.partition_point(|p| *p == prefix))
+            }
+            None => (0, self.len()),
+        };
+        let (mut lo, mut hi) = (lo, hi);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if below(mid) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
     }
 }
 
@@ -157,6 +194,48 @@ mod tests {
         assert_eq!(b.seek(2, b"", u64::MAX), 4, "higher table");
         assert_eq!(b.entry(2).map(|e| (e.key, e.version)), Some((&b"b"[..], 4)));
         assert!(b.entry(4).is_none());
+    }
+
+    #[test]
+    fn seek_agrees_with_a_linear_search_for_shared_prefixes_and_mixed_tables() {
+        // Keys sharing their first 8 bytes (and shorter ones), several versions each, in one
+        // table and spread over two tables.
+        let mut cells: Vec<(u32, Vec<u8>, u64)> = Vec::new();
+        for k in 0..12u8 {
+            let key = if k % 3 == 0 {
+                vec![b'p'; usize::from(k % 8)]
+            } else {
+                [b"user:000".as_slice(), &[k, k / 2]].concat()
+            };
+            for v in [9, 4, 1] {
+                cells.push((1, key.clone(), v));
+                cells.push((2, key.clone(), v));
+            }
+        }
+        cells.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)).then(b.2.cmp(&a.2)));
+        cells.dedup();
+        let one_table: Vec<_> = cells.iter().filter(|c| c.0 == 1).cloned().collect();
+        for cells in [one_table, cells] {
+            let mut data = Vec::new();
+            for (t, k, v) in &cells {
+                encode_entry(&mut data, *t, k, *v, Some(b"x"));
+            }
+            let b = Block::parse(data).unwrap_or_else(|at| panic!("entry at {at}"));
+            for (t, k, _) in &cells {
+                for at in [u64::MAX, 9, 5, 4, 2, 1, 0] {
+                    let expected = cells
+                        .iter()
+                        .position(|(ct, ck, cv)| {
+                            use std::cmp::Reverse;
+                            (ct, ck.as_slice(), Reverse(*cv)) >= (t, k.as_slice(), Reverse(at))
+                        })
+                        .unwrap_or(cells.len());
+                    assert_eq!(b.seek(*t, k, at), expected, "table {t} key {k:?} at {at}");
+                }
+            }
+            assert_eq!(b.seek(0, b"", u64::MAX), 0);
+            assert_eq!(b.seek(3, b"", u64::MAX), cells.len());
+        }
     }
 
     #[test]

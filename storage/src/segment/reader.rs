@@ -8,7 +8,7 @@ use super::{
     SEGMENT_FORMAT_VERSION, SEGMENT_MAGIC,
 };
 use crate::bloom::Bloom;
-use crate::cache::BlockCache;
+use crate::cache::{hot_slots, BlockCache, HotSlots};
 use crate::error::{io_err, Error, Result};
 use crate::key::InternalKey;
 use crate::memtable::CellValue;
@@ -31,6 +31,8 @@ pub(crate) struct Segment {
     index_prefixes: Vec<(u32, u64)>,
     bloom: Bloom,
     cache: Arc<BlockCache>,
+    /// The cache's lock-free way to this segment's cached blocks, one slot per index entry.
+    hot: Arc<HotSlots>,
 }
 
 impl std::fmt::Debug for Segment {
@@ -147,6 +149,7 @@ impl Segment {
             file,
             footer,
             first,
+            hot: hot_slots(index.len()),
             index,
             index_prefixes,
             bloom,
@@ -179,7 +182,7 @@ impl Segment {
                 format!("block {i} is past the index"),
             ));
         };
-        if let Some(b) = self.cache.get(self.id, e.offset) {
+        if let Some(b) = self.cache.get(self.id, e.offset, &self.hot, i) {
             return Ok(b);
         }
         let data = read_checked(
@@ -191,7 +194,8 @@ impl Segment {
         )?;
         let block = Arc::new(Block::parse(data).map_err(|at| self.bad_entry(i, at))?);
         if fill {
-            self.cache.insert(self.id, e.offset, block.clone());
+            self.cache
+                .insert(self.id, e.offset, &self.hot, i, block.clone());
         }
         Ok(block)
     }
@@ -212,11 +216,17 @@ impl Segment {
         if i == self.index.len() {
             return Ok(None);
         }
-        let block = self.block(i, true)?;
-        Ok(block
-            .entry(block.seek(table, key, at))
-            .filter(|e| e.table == table && e.key == key)
-            .map(|e| (e.version, e.value.map(Box::from))))
+        let lookup = |block: &Block| {
+            block
+                .entry(block.seek(table, key, at))
+                .filter(|e| e.table == table && e.key == key)
+                .map(|e| (e.version, e.value.map(Box::from)))
+        };
+        let offset = self.index.get(i).map_or(0, |e| e.offset);
+        if let Some(found) = self.cache.with_slot(self.id, offset, &self.hot, i, lookup) {
+            return Ok(found);
+        }
+        Ok(lookup(&*self.block(i, true)?))
     }
 
     /// Index of the first block whose last key is at or after `(table, key, version desc)`;
