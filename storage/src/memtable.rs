@@ -124,6 +124,10 @@ impl Memtable {
 
     /// [`Memtable::get`] for any internal table id (including the versions table).
     pub fn get_raw(&self, table: u32, key: &[u8], at: Version) -> Option<(Version, CellValue)> {
+        // An empty skip list answers without pinning an epoch.
+        if self.cells.is_empty() {
+            return None;
+        }
         let seek = (table, key, Reverse(at.0));
         // The first cell at or after (key, at) is the key's newest at or below `at`, if it is
         // a cell of the same key.
