@@ -13,9 +13,10 @@
 //! cache's shard lock or writing to memory another thread reads. Invariants:
 //! * a slot holds only a block of its own segment and index (segments are immutable, so any
 //!   such block is correct);
-//! * evicting a block from the cache empties its slot, so the slots hold no more than the
-//!   cache's budget, apart from a block being filled in while it is evicted (the filler checks
-//!   the cache afterwards and empties the slot itself).
+//! * evicting or replacing a block in the cache empties its slot, and a reader filling a slot
+//!   checks afterwards that the cache still holds that very block for that very slot, emptying
+//!   it otherwise; so a slot holds a block only while the cache does, and the slots add nothing
+//!   to the cache's budget.
 //!
 //! Hits through a slot do not reach the cache, so every [`TOUCH_EVERY`]th one on a thread
 //! tells the cache the block was used: blocks read often keep their place.
@@ -69,7 +70,9 @@ impl Lifecycle<BlockKey, Cached> for EmptySlot {
     }
 }
 
-/// See the module documentation.
+/// See the module documentation. Entries leave only by eviction or replacement (both empty
+/// their slot): `clear`, `remove` and the like bypass the callback and must not be used
+/// without emptying the slots themselves.
 pub(crate) struct BlockCache {
     blocks: Cache<BlockKey, Cached, BlockWeight, DefaultHashBuilder, EmptySlot>,
 }
@@ -121,7 +124,7 @@ impl BlockCache {
             return Some(b);
         }
         let b = self.blocks.get(&(segment, offset))?.block;
-        self.fill_slot(segment, offset, slot, &b);
+        self.fill_slot(segment, offset, slots, index, &b);
         Some(b)
     }
 
@@ -173,22 +176,32 @@ impl BlockCache {
                 index,
             },
         );
-        if let Some(slot) = slots.get(index) {
-            self.fill_slot(segment, offset, slot, &block);
-        }
+        self.fill_slot(segment, offset, slots, index, &block);
     }
 
-    /// Points `slot` at `block`, unless the cache evicted the block meanwhile (then the
-    /// eviction may have run before the slot was filled, and the slot is emptied here).
+    /// Points slot `index` of `slots` at `block`, unless the cache no longer holds that very
+    /// block for that very slot: it was evicted meanwhile (the eviction may have emptied the
+    /// slot before it was filled), replaced by another reader's copy, or cached for another
+    /// `Segment` value with the same id. Then the slot is emptied here; otherwise only the
+    /// cache's eviction empties slots, which keeps them within the cache's budget.
     fn fill_slot(
         &self,
         segment: u64,
         offset: u64,
-        slot: &ArcSwapOption<Block>,
+        slots: &Arc<HotSlots>,
+        index: usize,
         block: &Arc<Block>,
     ) {
+        let Some(slot) = slots.get(index) else {
+            return;
+        };
         slot.store(Some(block.clone()));
-        if !self.blocks.contains_key(&(segment, offset)) {
+        let still_ours = self.blocks.peek(&(segment, offset)).is_some_and(|c| {
+            Arc::ptr_eq(&c.block, block)
+                && c.index == index
+                && std::ptr::addr_eq(c.slots.as_ptr(), Arc::as_ptr(slots))
+        });
+        if !still_ours {
             slot.store(None);
         }
     }
@@ -234,6 +247,28 @@ mod tests {
             cache.weight()
         );
         assert!(cache.weight() <= 2 * (one.memory() as u64 + 64) + 100);
+    }
+
+    #[test]
+    fn a_slot_is_filled_only_with_the_block_the_cache_holds_for_it() {
+        let cache = BlockCache::new(1 << 20);
+        let (ours, theirs) = (hot_slots(1), hot_slots(1));
+        let b = block(10);
+        cache.insert(3, 0, &theirs, 0, b.clone());
+        // Another segment value with the same id finds the block, but its slot stays empty:
+        // the cache's eviction would empty `theirs`, not `ours`.
+        assert!(cache
+            .get(3, 0, &ours, 0)
+            .is_some_and(|g| Arc::ptr_eq(&g, &b)));
+        assert!(ours[0].load().is_none());
+        // A second copy replacing the first empties the slot holding the first, and is then
+        // what the slot holds.
+        let copy = block(10);
+        cache.insert(3, 0, &theirs, 0, copy.clone());
+        assert!(theirs[0]
+            .load()
+            .as_ref()
+            .is_some_and(|g| Arc::ptr_eq(g, &copy)));
     }
 
     #[test]
