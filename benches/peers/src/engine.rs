@@ -8,6 +8,9 @@
 use std::path::Path;
 
 /// Errors from any engine, boxed.
+/// A callback given each row `(key, value)` of a table.
+pub type RowFn<'a> = dyn FnMut(&[u8], &[u8]) -> Res<()> + 'a;
+
 pub type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 /// How a read-modify-write transaction ended.
@@ -56,7 +59,7 @@ pub trait Engine: Send + Sync {
     /// returns the number of rows read.
     fn scan(&self, table: &str, start: &[u8], limit: usize) -> Res<usize>;
     /// Visits every row of `table` in key order (used by correctness checks).
-    fn for_each(&self, table: &str, f: &mut dyn FnMut(&[u8], &[u8]) -> Res<()>) -> Res<()>;
+    fn for_each(&self, table: &str, f: &mut RowFn<'_>) -> Res<()>;
     /// Conflicts the engine retried internally during the last `transfer` on this thread
     /// (sled retries inside its transaction closure); 0 for engines that report conflicts.
     fn take_internal_retries(&self) -> u64 {

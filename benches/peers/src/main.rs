@@ -205,8 +205,8 @@ fn fmt_rate(r: f64) -> String {
 
 fn print_rows(rows: &[Row]) {
     println!(
-        "{:<12} {:<26} {:>12} {:<10} {:>8} {:>8}  {}",
-        "engine", "workload", "rate", "unit", "p50 ms", "p99 ms", "notes"
+        "{:<12} {:<26} {:>12} {:<10} {:>8} {:>8}  notes",
+        "engine", "workload", "rate", "unit", "p50 ms", "p99 ms"
     );
     for r in rows {
         let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));

@@ -2,7 +2,7 @@
 //! `PersistMode::SyncAll` (the journal is fsynced before commit returns). Conflicts (its
 //! serializable snapshot isolation) come back as `Conflict`.
 
-use crate::engine::{decode_balance, table_index, Engine, Outcome, Res, Transfer};
+use crate::engine::{decode_balance, table_index, Engine, Outcome, Res, RowFn, Transfer};
 use fjall::{
     KeyspaceCreateOptions, OptimisticTxDatabase, OptimisticTxKeyspace, PersistMode, Readable,
 };
@@ -81,7 +81,7 @@ impl Engine for FjallEngine {
         Ok(n)
     }
 
-    fn for_each(&self, table: &str, f: &mut dyn FnMut(&[u8], &[u8]) -> Res<()>) -> Res<()> {
+    fn for_each(&self, table: &str, f: &mut RowFn<'_>) -> Res<()> {
         let snap = self.db.read_tx();
         for g in snap.iter(self.ks(table)?.inner()) {
             let (k, v) = g.into_inner()?;

@@ -2,7 +2,7 @@
 //! `NO_SYNC`/`NO_META_SYNC`: commit returns after fsync of data and meta page). Single writer:
 //! `write_txn` waits on LMDB's writer mutex, so transfers never abort.
 
-use crate::engine::{decode_balance, table_index, Engine, Outcome, Res, Transfer};
+use crate::engine::{decode_balance, table_index, Engine, Outcome, Res, RowFn, Transfer};
 use heed::types::Bytes;
 use heed::{CommitOrAbort, Database, Env, EnvOpenOptions};
 use std::path::Path;
@@ -100,7 +100,7 @@ impl Engine for LmdbEngine {
         Ok(n)
     }
 
-    fn for_each(&self, table: &str, f: &mut dyn FnMut(&[u8], &[u8]) -> Res<()>) -> Res<()> {
+    fn for_each(&self, table: &str, f: &mut RowFn<'_>) -> Res<()> {
         let db = self.db(table)?;
         let rtxn = self.env.read_txn()?;
         for row in db.iter(&rtxn)? {

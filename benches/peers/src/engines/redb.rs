@@ -2,7 +2,7 @@
 //! default: commit returns after fsync). Single writer: `begin_write` waits for the previous
 //! writer, so transfers never abort.
 
-use crate::engine::{decode_balance, Engine, Outcome, Res, Transfer};
+use crate::engine::{decode_balance, Engine, Outcome, Res, RowFn, Transfer};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::Path;
 
@@ -77,7 +77,7 @@ impl Engine for RedbEngine {
         Ok(n)
     }
 
-    fn for_each(&self, table: &str, f: &mut dyn FnMut(&[u8], &[u8]) -> Res<()>) -> Res<()> {
+    fn for_each(&self, table: &str, f: &mut RowFn<'_>) -> Res<()> {
         let tx = self.db.begin_read()?;
         let t = tx.open_table(def(table))?;
         for row in t.iter()? {

@@ -18,7 +18,7 @@
 //! created at open, and both `DBCommon<SingleThreaded, _>` and `TransactionDB<SingleThreaded>`
 //! are `Send + Sync`, so the `multi-threaded-cf` feature is not needed.
 
-use crate::engine::{decode_balance, Engine, Outcome, Res, Transfer};
+use crate::engine::{decode_balance, Engine, Outcome, Res, RowFn, Transfer};
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBAccess, DBCompressionType,
     DBPinnableSlice, DBRawIteratorWithThreadMode, Error, ErrorKind, OptimisticTransactionDB,
@@ -255,7 +255,7 @@ impl<D: TxDb> Engine for RocksEngine<D> {
         Ok(n)
     }
 
-    fn for_each(&self, table: &str, f: &mut dyn FnMut(&[u8], &[u8]) -> Res<()>) -> Res<()> {
+    fn for_each(&self, table: &str, f: &mut RowFn<'_>) -> Res<()> {
         let mut it = self.db.raw_iter(self.cf(table)?);
         it.seek_to_first();
         while let Some((k, v)) = it.item() {

@@ -3,7 +3,7 @@
 //! operation counts as committed: its strongest durability. sled retries conflicting
 //! transactions internally; the closure's extra invocations are counted as aborts.
 
-use crate::engine::{decode_balance, table_index, Engine, Outcome, Res, Transfer};
+use crate::engine::{decode_balance, table_index, Engine, Outcome, Res, RowFn, Transfer};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use sled::{Batch, Db, Tree};
 use std::cell::Cell;
@@ -102,7 +102,7 @@ impl Engine for SledEngine {
         Ok(n)
     }
 
-    fn for_each(&self, table: &str, f: &mut dyn FnMut(&[u8], &[u8]) -> Res<()>) -> Res<()> {
+    fn for_each(&self, table: &str, f: &mut RowFn<'_>) -> Res<()> {
         for row in self.tree(table)?.iter() {
             let (k, v) = row?;
             f(&k, &v)?;

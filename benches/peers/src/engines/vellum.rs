@@ -3,7 +3,7 @@
 //! wins, the loser aborts); `vellum-lock` runs them as pessimistic ones (`get_for_update` takes
 //! key locks in key order, so they wait instead of aborting and cannot deadlock).
 
-use crate::engine::{decode_balance, Engine, Outcome, Res, Transfer};
+use crate::engine::{decode_balance, Engine, Outcome, Res, RowFn, Transfer};
 use std::path::Path;
 use vellum::{Db, Durability, Error, Options};
 
@@ -95,7 +95,7 @@ impl Engine for VellumEngine {
         Ok(n)
     }
 
-    fn for_each(&self, table: &str, f: &mut dyn FnMut(&[u8], &[u8]) -> Res<()>) -> Res<()> {
+    fn for_each(&self, table: &str, f: &mut RowFn<'_>) -> Res<()> {
         let tx = self.db.begin_read()?;
         for row in tx.scan_all(table)? {
             let (k, v) = row?;
