@@ -117,7 +117,7 @@ fn commit_inner(tx: &Transaction) -> Result<Version> {
             // Preconditions only: they held at this instant; nothing to log. What was read
             // must be durable before the commit reports success.
             drop(commit);
-            wait_visible(db, tx.depends_on)?;
+            db.wait_visible(tx.depends_on, None)?;
             return Ok(tx.snapshot);
         }
         let version = commit.next_version;
@@ -302,16 +302,6 @@ impl DbInner {
     }
 }
 
-/// Waits until every commit up to `version` is durable and published (at once for
-/// `Version::ZERO`); fails if the log fails first.
-fn wait_visible(db: &DbInner, version: Version) -> Result<()> {
-    while db.snapshots.visible() < version {
-        db.wal.check_healthy()?;
-        std::thread::sleep(std::time::Duration::from_micros(20));
-    }
-    Ok(())
-}
-
 /// Commit records at least this large are written and synced while they are applied.
 const OVERLAP_RECORD_BYTES: usize = 1 << 20;
 
@@ -477,9 +467,12 @@ fn validate(tx: &Transaction) -> Result<()> {
             }
         }
         for (table, lower, upper) in &reads.ranges {
-            let changed =
-                db.store
-                    .change_in_range(*table, as_slice(lower), as_slice(upper), tx.snapshot)?;
+            let changed = db.store.change_in_range(
+                *table,
+                lower.as_ref().map(Vec::as_slice),
+                upper.as_ref().map(Vec::as_slice),
+                tx.snapshot,
+            )?;
             if let Some((key, v)) = changed {
                 if *table == CATALOG {
                     return Err(r.on_key(ConflictKind::Phantom, *table, &key, v));
@@ -511,12 +504,4 @@ fn validate(tx: &Transaction) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn as_slice(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
-    match b {
-        Bound::Included(k) => Bound::Included(k.as_slice()),
-        Bound::Excluded(k) => Bound::Excluded(k.as_slice()),
-        Bound::Unbounded => Bound::Unbounded,
-    }
 }

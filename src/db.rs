@@ -269,16 +269,9 @@ impl Db {
     /// it did. A commit's winner in a conflict report becomes visible shortly after it is
     /// durable; waiting for it avoids retrying against a snapshot that cannot see it.
     pub fn wait_for_version(&self, version: Version, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.inner.snapshots.visible() >= version {
-                return true;
-            }
-            if Instant::now() >= deadline || self.inner.wal.check_healthy().is_err() {
-                return false;
-            }
-            std::thread::sleep(Duration::from_micros(20));
-        }
+        self.inner
+            .wait_visible(version, Some(Instant::now() + timeout))
+            .unwrap_or(false)
     }
 
     /// Runs `f` in a transaction: commits if it returns `Ok`, rolls back if it returns `Err`
@@ -420,6 +413,22 @@ impl DbInner {
     pub(crate) fn collect_garbage(&self) {
         let keep = self.retention.floor(self.snapshots.visible());
         self.store.gc(self.snapshots.collect_horizon(keep));
+    }
+
+    /// Waits until every commit up to `version` is durable and published (at once for
+    /// `Version::ZERO`): `Ok(true)` when it is, `Ok(false)` if `deadline` passes first, an
+    /// error if the log fails first.
+    pub(crate) fn wait_visible(&self, version: Version, deadline: Option<Instant>) -> Result<bool> {
+        loop {
+            if self.snapshots.visible() >= version {
+                return Ok(true);
+            }
+            self.wal.check_healthy()?;
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_micros(20));
+        }
     }
 
     /// A transaction id unique in this database. Threads take ids in blocks, so starting a

@@ -68,14 +68,6 @@ fn is_empty_range(lower: &Bound<Vec<u8>>, upper: &Bound<Vec<u8>>) -> bool {
     }
 }
 
-fn as_slice(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
-    match b {
-        Bound::Included(k) => Bound::Included(k.as_slice()),
-        Bound::Excluded(k) => Bound::Excluded(k.as_slice()),
-        Bound::Unbounded => Bound::Unbounded,
-    }
-}
-
 impl<'a> Cursor<'a> {
     pub(crate) fn new(
         tx: &'a Transaction,
@@ -86,9 +78,12 @@ impl<'a> Cursor<'a> {
         let empty = is_empty_range(&lower, &upper);
         // The storage cursor copies its bounds; it borrows only the store.
         let stored = (!empty).then(|| {
-            tx.db
-                .store
-                .rows(table, as_slice(&lower), as_slice(&upper), tx.read_version())
+            tx.db.store.rows(
+                table,
+                lower.as_ref().map(Vec::as_slice),
+                upper.as_ref().map(Vec::as_slice),
+                tx.read_version(),
+            )
         });
         let own = if empty || tx.writes.is_empty() {
             // `start..start` is an empty range `BTreeMap::range` accepts (and allocates for

@@ -214,11 +214,10 @@ impl RawEntry<'_> {
 
     /// Compares the internal keys of two entries.
     pub fn cmp_entry(&self, o: &RawEntry<'_>) -> std::cmp::Ordering {
-        // Prefixes order keys when they differ (see `key_prefix`).
-        (self.table, self.prefix)
-            .cmp(&(o.table, o.prefix))
-            .then_with(|| self.key.cmp(o.key))
-            .then_with(|| o.version.cmp(&self.version))
+        block::cmp_internal(
+            (self.table, self.prefix, self.key, self.version),
+            (o.table, o.prefix, o.key, o.version),
+        )
     }
 }
 
